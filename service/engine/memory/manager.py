@@ -1,0 +1,128 @@
+"""Working and long-term memory of one propagation direction (XMem's MemoryManager).
+
+Pure functions over :class:`Memory`, an immutable value: every call returns a
+new value and never mutates its argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from service.engine.memory.affinity import full_softmax, readout, similarity, topk_softmax
+from service.engine.memory.store import KVStore
+from service.engine.spec import MemoryConfig
+
+
+@dataclass(frozen=True)
+class Memory:
+    """work / long: the two stores; hw: key elements per memory frame (h*w at stride 16)."""
+
+    work: KVStore
+    long: KVStore
+    hw: int = 0
+
+
+def empty_memory(cfg: MemoryConfig) -> Memory:
+    return Memory(work=KVStore(count_usage=cfg.enable_long_term),
+                  long=KVStore(count_usage=cfg.enable_long_term_count_usage))
+
+
+def match(mem: Memory, cfg: MemoryConfig, query_key: torch.Tensor,
+          query_selection: torch.Tensor) -> tuple[torch.Tensor, Memory]:
+    """Read the memory for one frame.
+
+    query_key, query_selection [1, Ck, h, w] -> readout [K, Cv, h, w] (objects in
+    group order = object order) and the memory with usage counts updated.
+    """
+    h, w = query_key.shape[-2:]
+    qk, qe = query_key.flatten(2), query_selection.flatten(2)
+    work, long = mem.work, mem.long
+    use_long = cfg.enable_long_term and long.size > 0
+    keys = torch.cat([long.key, work.key], -1) if use_long else work.key
+    shrink = torch.cat([long.shrinkage, work.shrinkage], -1) if use_long else work.shrinkage
+    assert keys is not None
+    sim = similarity(keys, shrink, qk, qe)
+    n_long = long.size if use_long else 0
+    sim_long, sim_work = sim[:, :n_long], sim[:, n_long:]
+    readouts = []
+    usage = None
+    for gi, gv in enumerate(work.values):
+        parts, vals = [sim_work[:, -work.value_size(gi):]], [gv]
+        if use_long and gi < long.num_groups:
+            parts.insert(0, sim_long[:, -long.value_size(gi):])
+            vals.insert(0, long.values[gi])
+        affinity = topk_softmax(torch.cat(parts, 1), cfg.top_k)
+        if gi == 0:
+            usage = affinity.sum(dim=2).flatten()
+        readouts.append(readout(affinity, torch.cat(vals, -1)))
+    assert usage is not None
+    work = work.update_usage(usage[n_long:])
+    if use_long:
+        long = long.update_usage(usage[:n_long])
+    out = torch.cat(readouts, 0)
+    return out.view(out.shape[0], out.shape[1], h, w), dataclasses.replace(mem, work=work, long=long)
+
+
+def add(mem: Memory, cfg: MemoryConfig, key: torch.Tensor, shrinkage: torch.Tensor,
+        selection: torch.Tensor, value: torch.Tensor, num_objects: int) -> Memory:
+    """Add one memory frame. key/selection [1, Ck, h, w], shrinkage [1, 1, h, w], value [K, Cv, h, w]."""
+    hw = key.shape[-2] * key.shape[-1]
+    work = mem.work.add_keys(key.flatten(2), shrinkage.flatten(2),
+                             selection.flatten(2) if cfg.enable_long_term else None)
+    work = work.add_object_values(value.flatten(2), list(range(num_objects)))
+    mem = dataclasses.replace(mem, work=work, hw=hw)
+    if cfg.enable_long_term and work.size >= cfg.max_mid_term_frames * hw:
+        long = mem.long
+        limit = cfg.max_long_term_elements - cfg.num_prototypes
+        if long.size >= limit:
+            long = long.remove_least_used(limit)
+        mem = _consolidate(dataclasses.replace(mem, long=long), cfg)
+    return mem
+
+
+def _consolidate(mem: Memory, cfg: MemoryConfig) -> Memory:
+    """Move working-memory frames (all but the first and the newest min-1) into long-term prototypes."""
+    work, hw = mem.work, mem.hw
+    total = work.size
+    start, end = hw, total - (cfg.min_mid_term_frames - 1) * hw
+    cand_values: list[torch.Tensor | None] = []
+    for gv in work.values:
+        g_start = total - gv.shape[-1]
+        lo = max(start, g_start)
+        cand_values.append(gv[:, :, lo - g_start:end - g_start] if lo < end else None)
+    key, shrink, sel, usage = work.sliced(start, end)
+    p_key, p_values, p_shrink = _potentiate(key, shrink, sel, usage, cand_values, cfg.num_prototypes)
+    keep = torch.ones(total, dtype=torch.bool, device=key.device)
+    keep[start:end] = False
+    long = mem.long.add_keys(p_key, p_shrink, None).add_group_values(p_values, work.groups)
+    return dataclasses.replace(mem, work=work.keep(keep), long=long)
+
+
+def _potentiate(key: torch.Tensor, shrink: torch.Tensor | None, sel: torch.Tensor | None,
+                usage: torch.Tensor, cand_values: list[torch.Tensor | None],
+                num_prototypes: int) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor | None]:
+    """Pick the most-used candidates as prototypes; their values and shrinkage are
+    softmax-weighted mixtures of all candidates ("memory potentiation").
+
+    Prototype indices are put in ascending candidate order so that each group's
+    valid prototypes form a suffix, keeping group values aligned to the key axis.
+    """
+    n = key.shape[-1]
+    _, top = torch.topk(usage.flatten(), k=min(num_prototypes, n), sorted=True)
+    idx, _ = torch.sort(top)
+    p_key = key[:, :, idx]
+    p_sel = sel[:, :, idx] if sel is not None else None
+    sim = similarity(key, shrink, p_key, p_sel)
+    affinities: list[torch.Tensor | None] = []
+    for gv in cand_values:
+        valid = idx >= (n - gv.shape[-1]) if gv is not None else None
+        aff = full_softmax(sim[:, -gv.shape[-1]:, valid]) if gv is not None else None
+        affinities.append(aff if aff is not None and aff.shape[-1] > 0 else None)
+    p_values = [readout(a, gv) if a is not None and gv is not None else None
+                for a, gv in zip(affinities, cand_values)]
+    first = affinities[0]
+    p_shrink = readout(first, shrink) if shrink is not None and first is not None else None
+    return p_key, p_values, p_shrink
