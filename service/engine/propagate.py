@@ -1,0 +1,113 @@
+"""Propagating one mask through a sequence, forward and backward, frame by frame."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from service.engine import processor
+from service.engine.backends.base import Stages
+from service.engine.preprocess import image_tensor, mask_tensor, plan_geometry, unpad_probs
+from service.engine.spec import MemoryConfig
+from service.engine.state import BACKWARD, FORWARD, SessionState
+from service.engine.validate import check_frame, check_frames, check_mask
+from service.errors import InvalidInput, InvalidMask
+
+DIRECTIONS = ("both", FORWARD, BACKWARD)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """probs [1+K, H, W] float32 at the frame's own size, background first;
+    channel i+1 is object_ids[i]."""
+
+    index: int
+    direction: str
+    probs: np.ndarray
+    object_ids: tuple[int, ...]
+
+    def labels(self) -> np.ndarray:
+        """Index mask [H, W] with the caller's label values (uint8 when they fit)."""
+        lut = np.array((0,) + self.object_ids, dtype=np.int64)
+        out = lut[self.probs.argmax(0)]
+        return out.astype(np.uint8) if lut.max() < 256 else out.astype(np.int32)
+
+
+class Propagator:
+    """Runs SessionStates with one backend. Holds no per-sequence state itself."""
+
+    def __init__(self, stages: Stages, config: MemoryConfig, model: str, max_objects: int) -> None:
+        self.stages = stages
+        self.config = config
+        self.model = model
+        self.max_objects = max_objects
+
+    def start(self, frame: np.ndarray, mask: np.ndarray, anchor: int, direction: str,
+              num_frames: int | None) -> tuple[SessionState, FrameResult]:
+        """Begin one direction at the annotated frame; returns the state and the anchor's result."""
+        if direction not in (FORWARD, BACKWARD):
+            raise InvalidInput(f"direction must be forward or backward, got {direction!r}")
+        if anchor < 0 or (num_frames is not None and anchor >= num_frames):
+            raise InvalidInput(f"annotated frame {anchor} is outside the sequence (0..{(num_frames or 1) - 1})")
+        frame = check_frame(frame, anchor)
+        labels, objects = check_mask(mask, frame.shape[:2], self.max_objects)
+        geo = plan_geometry(frame.shape[0], frame.shape[1], self.config.size)
+        state = SessionState(direction=direction, anchor=anchor, cursor=anchor, num_frames=num_frames,
+                             object_ids=objects, geometry=geo, config=self.config, model=self.model,
+                             core=processor.initial_state(self.config))
+        return self.advance(state, frame, labels)
+
+    def advance(self, state: SessionState, frame: np.ndarray,
+                mask: np.ndarray | None = None) -> tuple[SessionState, FrameResult]:
+        """Process the frame at state.cursor (optionally with a correction mask)."""
+        if state.finished:
+            raise InvalidInput(f"the {state.direction} pass has already reached the end of the sequence")
+        geo, device = state.geometry, self.stages.device
+        frame = check_frame(frame, state.cursor, (geo.height, geo.width))
+        object_ids, onehot, given = state.object_ids, None, None
+        if mask is not None:
+            labels, objects = check_mask(mask, (geo.height, geo.width), self.max_objects)
+            object_ids = object_ids + tuple(o for o in objects if o not in object_ids)
+            if len(object_ids) > self.max_objects:
+                raise InvalidMask(f"{len(object_ids)} objects in all; this model allows {self.max_objects}")
+            remapped = np.zeros_like(labels)
+            for channel, label in enumerate(object_ids, start=1):
+                remapped[labels == label] = channel
+            onehot = mask_tensor(remapped, len(object_ids), geo, device)
+            given = tuple(object_ids.index(o) for o in objects)
+        with torch.inference_mode():
+            image = image_tensor(frame, geo, device)
+            core, prob = processor.step(self.stages, state.config, state.core, image, onehot, given,
+                                        end=state.is_last(state.cursor))
+            probs = unpad_probs(prob, geo).float().cpu().numpy()
+        result = FrameResult(state.cursor, state.direction, probs, object_ids)
+        nxt = dataclasses.replace(state, core=core, cursor=state.cursor + state.step_sign, object_ids=object_ids)
+        return nxt, result
+
+    def run(self, frames: Sequence[np.ndarray], mask: np.ndarray, anchor: int,
+            direction: str = "both") -> Iterator[FrameResult]:
+        """Yield every frame's result, forward and backward interleaved; the anchor once."""
+        if direction not in DIRECTIONS:
+            raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        frames = check_frames(frames)
+        n = len(frames)
+        wanted = (FORWARD, BACKWARD) if direction == "both" else (direction,)
+        states: list[SessionState] = []
+        for d in wanted:
+            st, first = self.start(frames[anchor] if 0 <= anchor < n else frames[0], mask, anchor, d, n)
+            if d == wanted[0]:
+                yield first
+            states.append(st)
+        while states:
+            nxt = []
+            for st in states:
+                if not st.finished:
+                    st, res = self.advance(st, frames[st.cursor])
+                    yield res
+                    nxt.append(st)
+            states = [s for s in nxt if not s.finished]
+

@@ -1,0 +1,50 @@
+"""SessionState: everything one propagation direction of one sequence remembers, as a value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.engine.preprocess import Geometry
+from service.engine.processor import DirectionState
+from service.engine.spec import MemoryConfig
+
+FORWARD = "forward"
+BACKWARD = "backward"
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """One direction of one sequence.
+
+    direction: "forward" or "backward"; anchor: the annotated frame it started
+    from; cursor: the next frame index it will process (anchor +-1 per step);
+    num_frames: frames known when it started (None for an open stream);
+    object_ids: label value of each object channel (channel i+1 <-> object_ids[i]);
+    model: "name:version" of the weights that produced the memory.
+    """
+
+    direction: str
+    anchor: int
+    cursor: int
+    num_frames: int | None
+    object_ids: tuple[int, ...]
+    geometry: Geometry
+    config: MemoryConfig
+    model: str
+    core: DirectionState
+
+    @property
+    def step_sign(self) -> int:
+        return 1 if self.direction == FORWARD else -1
+
+    @property
+    def finished(self) -> bool:
+        if self.direction == BACKWARD:
+            return self.cursor < 0
+        return self.num_frames is not None and self.cursor >= self.num_frames
+
+    def is_last(self, index: int) -> bool:
+        """True for the final frame of this direction (segmented, never memorised)."""
+        if self.direction == BACKWARD:
+            return index == 0
+        return self.num_frames is not None and index == self.num_frames - 1
