@@ -67,3 +67,22 @@ def parity_repo(xmem_pth: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     root = tmp_path_factory.mktemp("repo")
     import_checkpoint(xmem_pth, ModelRepo(root), "xmem-synthetic")
     return root
+
+
+def moving_sequence(frames: int = 12, size: int = 48, objects: int = 2, seed: int = 0):  # type: ignore[no-untyped-def]
+    """Small deterministic frames [H, W, 3] uint8 and the frame-0 index mask."""
+    from service.bench.synthetic_video import moving_ellipse
+
+    return moving_ellipse(frames, size, size, objects, seed)
+
+
+@pytest.fixture()
+def tiny_propagator(tiny_net: ImosNet):  # type: ignore[no-untyped-def]
+    """A Propagator on the tiny net with small memory limits that force consolidation."""
+    from service.engine.backends.torch_backend import TorchStages
+    from service.engine.propagate import Propagator
+    from service.engine.spec import MemoryConfig
+
+    cfg = MemoryConfig(top_k=8, mem_every=2, min_mid_term_frames=2, max_mid_term_frames=3, num_prototypes=4,
+                       max_long_term_elements=24, size=-1)
+    return Propagator(TorchStages(tiny_net), cfg, "tiny:1", max_objects=4)

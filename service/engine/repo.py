@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from service.engine.checkpoint import build_network
 from service.engine.nn.network import ImosNet
+from service.engine.synthetic import synthetic_for
 from service.engine.spec import MemoryConfig, ModelSpec
 from service.errors import ModelError, NotFound
 
@@ -86,6 +86,11 @@ class ModelRepo:
         return ModelEntry(name, chosen, directory, spec, memory, meta)
 
     def load_network(self, entry: ModelEntry) -> ImosNet:
+        if entry.meta.get("weights") == "synthetic":
+            # Architecture-only entries (benchmarks): deterministic weights by the fixture's rule.
+            net = ImosNet(entry.spec)
+            net.load_state_dict(synthetic_for(net), strict=True)
+            return net.eval()
         if not entry.weights_path.is_file():
             raise ModelError(f"weights missing: {entry.weights_path}")
         return build_network(load_file(str(entry.weights_path)), entry.spec)

@@ -107,6 +107,8 @@ class KVStore:
 
     def remove_least_used(self, max_size: int) -> "KVStore":
         """Drop the least-used elements down to at most max_size (ties at the cut drop too)."""
+        if self.size <= max_size:
+            return self  # XMem would index an empty top-k here; nothing needs to go
         usage = self.usage().flatten()
         low, _ = torch.topk(usage, k=self.size - max_size, largest=False, sorted=True)
         return self.keep(usage > low[-1])

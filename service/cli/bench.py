@@ -1,0 +1,42 @@
+"""``imos bench``: benchmarks with JSON output (compare ratios within one run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from service.cli.common import add_repo_arg, default_model, repo_root
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks (JSON)")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    e = kinds.add_parser("engine", help="frames/s and peak memory of the engine per backend")
+    e.add_argument("--model", default=None)
+    e.add_argument("--backend", default="torch,onnx", help="comma-separated: torch, onnx, tensorrt")
+    e.add_argument("--size", type=int, default=480, help="frame height and width in pixels")
+    e.add_argument("--frames", type=int, default=20)
+    e.add_argument("--objects", type=int, default=1)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--precision", default="fp32")
+    e.add_argument("--json", type=Path, default=None, help="also write the report here")
+    add_repo_arg(e)
+    e.set_defaults(func=run_engine)
+
+
+def run_engine(args: argparse.Namespace) -> int:
+    from service.bench.engine import machine, run_isolated
+
+    runs = [run_isolated(repo_root(args), args.model or default_model(), b.strip(), args.size, args.frames,
+                         args.objects, args.device, args.precision) for b in args.backend.split(",")]
+    ok = [r for r in runs if "frames_per_s" in r]
+    report = {"bench": "engine", "machine": machine(), "runs": runs}
+    if len(ok) > 1:
+        base = ok[0]["frames_per_s"]
+        report["ratio_to_first"] = {r["backend"]: round(r["frames_per_s"] / base, 3) for r in ok}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0

@@ -1,0 +1,42 @@
+"""The ``imos`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from service.cli import manage, segment
+from service.errors import ImosError, NotFound
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imos", description="iMOS Serve: one mask in, a whole sequence out")
+    sub = parser.add_subparsers(dest="command", required=True)
+    segment.register(sub)
+    manage.register(sub)
+    from service.cli import bench
+
+    bench.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(str(exc))
+    except NotFound as exc:
+        print(f"imos: not found: {exc}", file=sys.stderr)
+        return 3
+    except ImosError as exc:
+        print(f"imos: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``imos import-checkpoint``, ``imos export`` and ``imos models``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from service.cli.common import add_repo_arg, repo_root
+from service.engine.importing import import_checkpoint
+from service.engine.repo import ModelRepo
+from service.errors import InvalidInput
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-checkpoint", help="import an XMem-layout .pth into the model repository")
+    p.add_argument("path", type=Path)
+    p.add_argument("--name", required=True)
+    p.add_argument("--version", type=int, default=1)
+    p.add_argument("--description", default=None)
+    add_repo_arg(p)
+    p.set_defaults(func=run_import)
+
+    e = sub.add_parser("export", help="export a model's stages for a backend (ONNX graphs, TensorRT plans)")
+    e.add_argument("name")
+    e.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
+    add_repo_arg(e)
+    e.set_defaults(func=run_export)
+
+    m = sub.add_parser("models", help="list the models in the repository")
+    add_repo_arg(m)
+    m.set_defaults(func=run_models)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    entry = import_checkpoint(args.path, ModelRepo(repo_root(args)), args.name, args.version, args.description)
+    spec = entry.spec
+    print(f"imported {args.path.name} as {entry.name}:{entry.version} -> {entry.weights_path}")
+    print(f"  key backbone {spec.key_backbone.block}{list(spec.key_backbone.layers)}, key_dim {spec.key_dim}, "
+          f"value_dim {spec.value_dim}, hidden_dim {spec.hidden_dim}, adapters {spec.adapters.enabled}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from service.engine.loader import ensure_onnx
+
+    repo = ModelRepo(repo_root(args))
+    entry = repo.entry(args.name)
+    net = repo.load_network(entry)
+    onnx_dir = ensure_onnx(entry, net)
+    print(f"ONNX graphs in {onnx_dir}")
+    if args.backend == "tensorrt":
+        from service.engine.backends.tensorrt_backend import TensorRTStages
+
+        stages = TensorRTStages(onnx_dir, entry.build_dir / "tensorrt", entry.spec.hidden_dim)
+        print(f"TensorRT engines in {getattr(stages, 'cache_dir', entry.build_dir / 'tensorrt')}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    repo = ModelRepo(repo_root(args))
+    names = repo.names()
+    if not names:
+        raise InvalidInput(f"no models in {repo.root}")
+    for name in names:
+        entry = repo.entry(name)
+        trained = entry.meta.get("trained", False)
+        print(f"{name}:{entry.version}  trained={trained}  {entry.meta.get('description', '')}")
+    return 0

@@ -1,0 +1,62 @@
+"""Turn a model repository entry into runnable stages on a chosen backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from service.engine.backends.base import Stages
+from service.engine.backends.torch_backend import TorchStages
+from service.engine.propagate import Propagator
+from service.engine.repo import ModelEntry, ModelRepo
+from service.errors import BackendUnavailable
+
+BACKENDS = ("torch", "onnx", "tensorrt")
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A loaded model: its repository entry and the stages that run it."""
+
+    entry: ModelEntry
+    stages: Stages
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.entry.name}:{self.entry.version}"
+
+    def propagator(self, overrides: Mapping[str, str | int | bool] | None = None) -> Propagator:
+        """A Propagator with the model's memory settings, plus overrides (XMem names)."""
+        cfg = self.entry.memory.with_overrides(overrides or {})
+        return Propagator(self.stages, cfg, self.model_id, self.entry.spec.max_objects)
+
+
+def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
+                precision: str = "fp32", threads: int | None = None) -> Engine:
+    """Load a model on torch, onnxruntime (exporting ONNX on first use) or TensorRT."""
+    repo = ModelRepo(repo_root)
+    entry = repo.entry(name)
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    net = repo.load_network(entry)
+    if backend == "torch":
+        return Engine(entry, TorchStages(net, device=device, precision=precision))
+    onnx_dir = ensure_onnx(entry, net)
+    if backend == "onnx":
+        from service.engine.backends.onnx_backend import OnnxStages
+
+        return Engine(entry, OnnxStages(onnx_dir, entry.spec.hidden_dim, threads=threads))
+    from service.engine.backends.tensorrt_backend import TensorRTStages
+
+    return Engine(entry, TensorRTStages(onnx_dir, entry.build_dir / "tensorrt", entry.spec.hidden_dim))
+
+
+def ensure_onnx(entry: ModelEntry, net: object) -> Path:
+    """Export the stages to ONNX under the entry's build folder unless a current export exists."""
+    from service.engine.backends.onnx_export import export_is_current, export_onnx
+
+    out = entry.build_dir / "onnx"
+    if not export_is_current(net, out):  # type: ignore[arg-type]
+        export_onnx(net, out)  # type: ignore[arg-type]
+    return out

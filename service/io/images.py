@@ -1,0 +1,117 @@
+"""Frames and index masks as files: PNG/JPEG folders, .npy arrays, DAVIS-palette PNGs."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import InvalidFrames, InvalidMask
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def davis_palette() -> list[int]:
+    """The DAVIS colour palette (768 ints), so written masks look like DAVIS annotations."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def decode_image(data: bytes, name: str) -> np.ndarray:
+    """PNG/JPEG bytes -> uint8 [H, W] (grey) or [H, W, 3]."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            return _as_array(im)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidFrames(f"{name} is not a readable image: {exc}") from None
+
+
+def _as_array(im: Image.Image) -> np.ndarray:
+    if im.mode in ("L", "RGB"):
+        return np.asarray(im, dtype=np.uint8)
+    if im.mode in ("I;16", "I;16B", "I", "F"):
+        arr = np.asarray(im, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        return ((arr - lo) / (hi - lo or 1.0) * 255 + 0.5).astype(np.uint8)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    """A folder of images (in name order) or a .npy (T x H x W or T x H x W x 3)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InvalidFrames(f"folder {path} holds no PNG/JPEG frames")
+        return [decode_image(p.read_bytes(), p.name) for p in files]
+    if path.suffix.lower() == ".npy":
+        arr = _load_npy(path, InvalidFrames)
+        if arr.ndim not in (3, 4):
+            raise InvalidFrames(f"{path.name} has shape {arr.shape}; expected T x H x W or T x H x W x 3")
+        return list(arr)
+    if not path.exists():
+        raise InvalidFrames(f"{path} does not exist")
+    raise InvalidFrames(f"cannot read frames from {path.name}: use a folder of PNG/JPEG or a .npy")
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """An index PNG (palette or grey values = labels) or a .npy of integers [H, W]."""
+    if not path.exists():
+        raise InvalidMask(f"mask file {path} does not exist")
+    if path.suffix.lower() == ".npy":
+        return _load_npy(path, InvalidMask)
+    return decode_mask(path.read_bytes(), path.name)
+
+
+def decode_mask(data: bytes, name: str) -> np.ndarray:
+    """Index-PNG bytes -> int array [H, W]; a palette PNG's indices are the labels."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.load()
+            if im.mode in ("P", "L", "I", "I;16"):
+                return np.asarray(im).astype(np.int64)
+            if im.mode == "1":
+                return np.asarray(im).astype(np.int64)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InvalidMask(f"{name} is not a readable mask image: {exc}") from None
+    raise InvalidMask(f"{name} is a colour image ({im.mode}); a mask must be an index PNG (palette or grey labels)")
+
+
+def _load_npy(path: Path, error: type[Exception]) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise error(f"{path.name} is not a readable .npy array: {exc}") from None
+
+
+def encode_mask_png(labels: np.ndarray) -> bytes:
+    """Index mask [H, W] -> palette PNG bytes (labels must fit in 0..255)."""
+    if labels.max(initial=0) > 255:
+        raise InvalidMask("labels above 255 cannot be written as an index PNG; use .npy output")
+    im = Image.fromarray(labels.astype(np.uint8), mode="P")
+    im.putpalette(davis_palette())
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_masks(outdir: Path, masks: list[np.ndarray]) -> list[Path]:
+    """Write OUTDIR/00000.png ... one index PNG per frame."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, m in enumerate(masks):
+        p = outdir / f"{i:05d}.png"
+        p.write_bytes(encode_mask_png(m))
+        paths.append(p)
+    return paths
