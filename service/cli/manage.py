@@ -51,7 +51,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.backend == "tensorrt":
         from service.engine.backends.tensorrt_backend import TensorRTStages
 
-        stages = TensorRTStages(onnx_dir, entry.build_dir / "tensorrt", entry.spec.hidden_dim)
+        stages = TensorRTStages(onnx_dir, entry.spec.hidden_dim, cache_dir=entry.build_dir / "tensorrt")
         print(f"TensorRT engines in {getattr(stages, 'cache_dir', entry.build_dir / 'tensorrt')}")
     return 0
 

@@ -49,7 +49,8 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
         return Engine(entry, OnnxStages(onnx_dir, entry.spec.hidden_dim, threads=threads))
     from service.engine.backends.tensorrt_backend import TensorRTStages
 
-    return Engine(entry, TensorRTStages(onnx_dir, entry.build_dir / "tensorrt", entry.spec.hidden_dim))
+    return Engine(entry, TensorRTStages(onnx_dir, entry.spec.hidden_dim, device=device if device != "cpu" else "cuda",
+                                        cache_dir=entry.build_dir / "tensorrt"))
 
 
 def ensure_onnx(entry: ModelEntry, net: object) -> Path:
