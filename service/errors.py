@@ -46,3 +46,15 @@ class StateError(ImosError):
 
 class BackendUnavailable(ImosError):
     """A requested backend or device is not installed here (HTTP 501/503)."""
+
+
+class StoreUnavailable(ImosError):
+    """The session store (Redis) cannot be reached (HTTP 503, gRPC UNAVAILABLE)."""
+
+
+class Conflict(ImosError):
+    """The request does not fit the session's current state (HTTP 409, FAILED_PRECONDITION)."""
+
+
+class PermissionDenied(ImosError):
+    """Missing or wrong credentials (HTTP 401, gRPC UNAUTHENTICATED)."""

@@ -86,3 +86,34 @@ def tiny_propagator(tiny_net: ImosNet):  # type: ignore[no-untyped-def]
     cfg = MemoryConfig(top_k=8, mem_every=2, min_mid_term_frames=2, max_mid_term_frames=3, num_prototypes=4,
                        max_long_term_elements=24, size=-1)
     return Propagator(TorchStages(tiny_net), cfg, "tiny:1", max_objects=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with one small synthetic-weight model 'tiny' (fast on CPU)."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("tiny_repo")
+    (root / "tiny" / "1").mkdir(parents=True)
+    spec = tiny_spec().to_dict()
+    doc = {"name": "tiny", "description": "test model", "trained": False, "weights": "synthetic",
+           "architecture": _lists(spec), "memory": {"size": 64, "mem_every": 2}}
+    (root / "tiny" / "model.yaml").write_text(yaml.safe_dump(doc))
+    return root
+
+
+def _lists(value):  # type: ignore[no-untyped-def]
+    if isinstance(value, dict):
+        return {k: _lists(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_lists(v) for v in value]
+    return value
+
+
+@pytest.fixture()
+def embedded_settings(tiny_repo: Path):  # type: ignore[no-untyped-def]
+    """Settings for an in-process service on the tiny model, in-memory store, free ports."""
+    from service.settings import Settings
+
+    return Settings(model="tiny", model_repo=tiny_repo, redis_url=None, http_port=0, grpc_port=0,
+                    checkpoint_every=3, log_json=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.cli import manage, segment
+from service.cli import manage, roles, segment
 from service.errors import ImosError, NotFound
 
 
@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     segment.register(sub)
     manage.register(sub)
+    roles.register(sub)
     from service.cli import bench
 
     bench.register(sub)

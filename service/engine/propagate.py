@@ -29,11 +29,21 @@ class FrameResult:
     direction: str
     probs: np.ndarray
     object_ids: tuple[int, ...]
+    annotation: np.ndarray | None = None
 
     def labels(self) -> np.ndarray:
-        """Index mask [H, W] with the caller's label values (uint8 when they fit)."""
+        """Index mask [H, W] with the caller's label values (uint8 when they fit).
+
+        On an annotated frame the given objects are exactly as drawn (the network
+        sees them resized, which would otherwise blur their edges); objects the
+        annotation did not mention keep their prediction outside the drawn pixels.
+        """
         lut = np.array((0,) + self.object_ids, dtype=np.int64)
         out = lut[self.probs.argmax(0)]
+        if self.annotation is not None:
+            given = [o for o in np.unique(self.annotation) if o != 0]
+            out = np.where(np.isin(out, given), 0, out)
+            out = np.where(self.annotation != 0, self.annotation, out)
         return out.astype(np.uint8) if lut.max() < 256 else out.astype(np.int32)
 
 
@@ -68,7 +78,7 @@ class Propagator:
             raise InvalidInput(f"the {state.direction} pass has already reached the end of the sequence")
         geo, device = state.geometry, self.stages.device
         frame = check_frame(frame, state.cursor, (geo.height, geo.width))
-        object_ids, onehot, given = state.object_ids, None, None
+        object_ids, onehot, given, labels = state.object_ids, None, None, None
         if mask is not None:
             labels, objects = check_mask(mask, (geo.height, geo.width), self.max_objects)
             object_ids = object_ids + tuple(o for o in objects if o not in object_ids)
@@ -84,7 +94,8 @@ class Propagator:
             core, prob = processor.step(self.stages, state.config, state.core, image, onehot, given,
                                         end=state.is_last(state.cursor))
             probs = unpad_probs(prob, geo).float().cpu().numpy()
-        result = FrameResult(state.cursor, state.direction, probs, object_ids)
+        result = FrameResult(state.cursor, state.direction, probs, object_ids,
+                             None if mask is None else labels)
         nxt = dataclasses.replace(state, core=core, cursor=state.cursor + state.step_sign, object_ids=object_ids)
         return nxt, result
 

@@ -1,0 +1,40 @@
+"""The FastAPI application: routers, the error table, metrics and body-size middleware."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+
+from service.gateway.rest import errors, oneshot, sessions, system
+from service.runtime import Runtime
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(title="iMOS Serve", version="0.1.0",
+                  description="Propagate one annotated mask through a medical video or volume (iMOS / XMem).")
+    app.state.runtime = rt
+    errors.install(app)
+    for module in (system, sessions, oneshot):
+        app.include_router(module.router)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        size = request.headers.get("content-length")
+        if size and size.isdigit() and int(size) > rt.settings.max_request_bytes:
+            return JSONResponse({"error": "TooLarge", "detail": f"request body of {size} bytes exceeds the limit "
+                                 f"of {rt.settings.max_request_bytes}"}, status_code=413)
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        rt.metrics.requests.labels("rest", path, str(response.status_code)).inc()
+        rt.metrics.latency.labels("rest", path).observe(time.perf_counter() - started)
+        response.headers["x-request-id"] = request.state.request_id
+        return response
+
+    return app

@@ -1,0 +1,71 @@
+"""Pydantic models of the REST edge (and only of the REST edge)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Direction = Literal["both", "forward", "backward"]
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: int
+    trained: bool = Field(description="false for the untrained placeholder: its masks are not meaningful")
+    description: str
+    max_objects: int
+    architecture: dict[str, Any]
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelOut]
+
+
+class SessionCreated(BaseModel):
+    id: str = Field(examples=["3f2c9e0d4b7a4f0c9a1e5d6b7c8d9e0f"])
+    frames: int
+
+
+class FramesAdded(BaseModel):
+    first: int = Field(description="index of the first appended frame")
+    frames: int = Field(description="frames the session holds now")
+
+
+class MaskSet(BaseModel):
+    frame: int
+    objects: list[int] = Field(description="label values found in the mask")
+
+
+class PropagateIn(BaseModel):
+    direction: Direction = "both"
+
+    model_config = {"json_schema_extra": {"examples": [{"direction": "both"}]}}
+
+
+class RunOut(BaseModel):
+    id: int
+    direction: Direction
+    anchors: list[int]
+    stream: bool
+    num_frames: int | None
+
+
+class SessionStatus(BaseModel):
+    id: str
+    frames: int
+    height: int
+    width: int
+    model: str
+    stream: bool
+    annotated_frames: list[int]
+    run: RunOut | None
+    frames_done: int
+    state: Literal["idle", "running", "done"]
+    progress: float | None
+    settings: dict[str, str]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    detail: str

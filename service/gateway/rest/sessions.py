@@ -1,0 +1,124 @@
+"""REST routes for sessions: create, append, annotate, propagate, status, events, masks, delete."""
+
+from __future__ import annotations
+
+import json
+from typing import AsyncIterator
+
+import numpy as np
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
+from fastapi.responses import StreamingResponse
+
+from service.errors import InvalidInput
+from service.gateway.rest.schemas import (FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated,
+                                          SessionStatus)
+from service.gateway.rest.uploads import json_map, read_limited
+from service.io.sequence import decode_mask_upload, decode_sequence, encode_npy, encode_png_zip
+from service.runtime import Runtime
+from service.sessions.codec import encode_labels
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+def tenant(request: Request) -> str:
+    """The caller's tenant; one place for authentication to resolve it."""
+    return str(getattr(request.state, "tenant", "default"))
+
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+
+@router.post("", response_model=SessionCreated, status_code=201,
+             summary="Create a session from a sequence (zip of PNG/JPEG frames, or .npy T x H x W[x3])")
+async def create_session(sequence: UploadFile | None = File(None), settings: str | None = Form(None),
+                         labels: str | None = Form(None), rt: Runtime = Depends(runtime),
+                         who: str = Depends(tenant)) -> SessionCreated:
+    frames = []
+    if sequence is not None:
+        data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
+        frames = decode_sequence(data, sequence.filename or "sequence", rt.settings.max_request_bytes,
+                                 rt.settings.max_frames)
+    meta = await rt.sessions.create(who, frames, settings=json_map(settings, "settings"),
+                                    labels=json_map(labels, "labels"))
+    return SessionCreated(id=meta.id, frames=len(frames))
+
+
+@router.post("/{sid}/frames", response_model=FramesAdded, summary="Append frames (zip, .npy or one image)")
+async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime = Depends(runtime),
+                        who: str = Depends(tenant)) -> FramesAdded:
+    data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
+    frames = decode_sequence(data, sequence.filename or "sequence", rt.settings.max_request_bytes,
+                             rt.settings.max_frames)
+    first, total = await rt.sessions.append(sid, who, frames)
+    return FramesAdded(first=first, frames=total)
+
+
+@router.put("/{sid}/masks/{frame}", response_model=MaskSet, summary="Put an annotation (index PNG or .npy) on a frame")
+async def put_mask(sid: str, frame: int, mask: UploadFile = File(...), rt: Runtime = Depends(runtime),
+                   who: str = Depends(tenant)) -> MaskSet:
+    data = await read_limited(mask, rt.settings.max_request_bytes, "mask")
+    objects = await rt.sessions.annotate(sid, who, frame, decode_mask_upload(data, mask.filename or "mask"))
+    return MaskSet(frame=frame, objects=list(objects))
+
+
+@router.post("/{sid}/propagate", response_model=RunOut, status_code=202,
+             summary="Propagate every annotation (again after a correction)")
+async def propagate(sid: str, body: PropagateIn | None = None, rt: Runtime = Depends(runtime),
+                    who: str = Depends(tenant)) -> RunOut:
+    run = await rt.sessions.propagate(sid, who, (body or PropagateIn()).direction)
+    return RunOut(id=run.id, direction=run.direction, anchors=list(run.anchors),  # type: ignore[arg-type]
+                  stream=run.stream, num_frames=run.num_frames)
+
+
+@router.get("/{sid}", response_model=SessionStatus, summary="Status and progress")
+async def get_session(sid: str, rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> SessionStatus:
+    return SessionStatus.model_validate(await rt.sessions.status(sid, who))
+
+
+@router.get("/{sid}/events", summary="Per-frame results and progress as Server-Sent Events",
+            response_class=StreamingResponse)
+async def events(sid: str, after: str = Query("0", description="resume after this event id"),
+                 follow: bool = Query(False, description="keep streaming after the run is done"),
+                 last_event_id: str | None = Header(None), rt: Runtime = Depends(runtime),
+                 who: str = Depends(tenant)) -> StreamingResponse:
+    await rt.sessions.status(sid, who)  # 404 before the stream starts
+    start = last_event_id or after
+
+    async def body() -> AsyncIterator[bytes]:
+        async for ev in rt.sessions.events(sid, who, start, until_done=not follow):
+            payload = {k: v for k, v in ev.__dict__.items() if v is not None and k != "id"}
+            yield f"id: {ev.id}\nevent: {ev.kind}\ndata: {json.dumps(payload)}\n\n".encode()
+
+    return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/{sid}/masks", summary="All masks: zip of index PNGs (png-zip) or .npy (T x H x W)",
+            responses={200: {"content": {"application/zip": {}, "application/octet-stream": {}}}})
+async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy)$"),
+                    rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
+    labels = await rt.sessions.all_labels(sid, who)
+    return masks_response(labels, format, f"{sid}-masks")
+
+
+def masks_response(labels: list[np.ndarray], fmt: str, stem: str) -> Response:
+    if fmt == "npy":
+        return Response(encode_npy(np.stack(labels)), media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{stem}.npy"'})
+    if fmt != "png-zip":
+        raise InvalidInput(f"output must be png-zip or npy, got {fmt!r}")
+    return Response(encode_png_zip([encode_labels(m) for m in labels]), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{stem}.zip"'})
+
+
+@router.get("/{sid}/masks/{frame}", summary="One frame's mask as an index PNG",
+            responses={200: {"content": {"image/png": {}}}})
+async def get_mask(sid: str, frame: int, rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
+    return Response(await rt.sessions.mask_png(sid, who, frame), media_type="image/png")
+
+
+@router.delete("/{sid}", status_code=204, summary="Delete the session and everything stored for it")
+async def delete_session(sid: str, rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
+    await rt.sessions.delete(sid, who)
+    return Response(status_code=204)

@@ -1,0 +1,47 @@
+"""Health, readiness, metrics and model listing."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+
+from service.errors import StoreUnavailable
+from service.gateway.rest.schemas import ModelOut, ModelsOut
+from service.gateway.rest.sessions import runtime
+from service.runtime import Runtime
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Model loaded (where this process runs one) and store reachable")
+async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        await rt.store.ping()
+        checks["store"] = "ok"
+    except StoreUnavailable as exc:
+        checks["store"] = str(exc)
+    checks["model"] = "ok" if rt.engine is not None or rt.worker is None else "not loaded"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(rt: Runtime = Depends(runtime)) -> Response:
+    try:
+        rt.metrics.queue_depth.set(await rt.store.queue_depth(rt.records.jobs))
+    except StoreUnavailable:
+        pass
+    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/models", response_model=ModelsOut, tags=["models"], summary="The model this service runs")
+async def models(rt: Runtime = Depends(runtime)) -> ModelsOut:
+    m = rt.model
+    return ModelsOut(models=[ModelOut(name=m.name, version=m.version, trained=m.trained, description=m.description,
+                                      max_objects=m.max_objects, architecture=m.architecture)])

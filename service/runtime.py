@@ -1,0 +1,76 @@
+"""Wiring: build the store, session service, engine and worker for a role, from Settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.engine.loader import Engine, load_engine
+from service.engine.repo import ModelRepo, default_repo_root
+from service.errors import ImosError
+from service.metrics import Metrics
+from service.sessions.records import SessionRecords
+from service.sessions.service import SessionService
+from service.settings import Settings
+from service.store.base import Store
+from service.store.memory import MemoryStore
+from service.worker.runner import Worker
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What /v1/models reports and what the gateway validates against (no weights loaded)."""
+
+    name: str
+    version: int
+    trained: bool
+    description: str
+    max_objects: int
+    architecture: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    records: SessionRecords
+    sessions: SessionService
+    model: ModelInfo
+    metrics: Metrics
+    engine: Engine | None = None
+    worker: Worker | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def make_store(settings: Settings, embedded: bool) -> Store:
+    if settings.redis_url:
+        from service.store.redis_store import RedisStore
+
+        return RedisStore(settings.redis_url)
+    if not embedded:
+        raise ImosError("IMOS_REDIS_URL must be set for the split gateway/worker roles")
+    return MemoryStore()
+
+
+def model_info(settings: Settings) -> ModelInfo:
+    repo = ModelRepo(settings.model_repo or default_repo_root())
+    entry = repo.entry(settings.model)
+    return ModelInfo(entry.name, entry.version, bool(entry.meta.get("trained", False)),
+                     str(entry.meta.get("description", "")).strip(), entry.spec.max_objects,
+                     entry.spec.to_dict())
+
+
+def build_runtime(settings: Settings, role: str) -> Runtime:
+    """role: 'all' (embedded or with Redis), 'gateway' or 'worker'."""
+    store = make_store(settings, embedded=(role == "all"))
+    records = SessionRecords(store, settings.key_prefix, settings.session_ttl_s)
+    info = model_info(settings)
+    metrics = Metrics()
+    rt = Runtime(settings, store, records, SessionService(records, settings, f"{info.name}:{info.version}",
+                                                          info.max_objects), info, metrics)
+    if role in ("all", "worker"):
+        rt.engine = load_engine(settings.model_repo or default_repo_root(), settings.model, settings.backend,
+                                settings.device, settings.precision)
+        rt.worker = Worker(records, rt.engine, settings, metrics=metrics)
+    return rt

@@ -1,0 +1,125 @@
+"""Session domain values: metadata, propagation runs, events."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+BOTH, FORWARD, BACKWARD = "both", "forward", "backward"
+DIRECTIONS = (BOTH, FORWARD, BACKWARD)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One propagation of a session.
+
+    anchors: annotated frames it uses (sorted); stream: frames keep arriving
+    (no known last frame, corrections only re-anchor the forward pass);
+    num_frames: frames it covers (None while streaming).
+    """
+
+    id: int
+    direction: str
+    anchors: tuple[int, ...]
+    stream: bool = False
+    num_frames: int | None = None
+
+    def passes(self) -> tuple[str, ...]:
+        return (FORWARD, BACKWARD) if self.direction == BOTH else (self.direction,)
+
+    def start(self, direction: str) -> int:
+        """The annotated frame a pass begins from."""
+        if self.stream:
+            return self.anchors[0]
+        return self.anchors[0] if direction == FORWARD else self.anchors[-1]
+
+    def owner(self, t: int) -> str | None:
+        """Which pass publishes frame t: every frame is published exactly once."""
+        first, last = self.anchors[0], self.anchors[-1]
+        fwd, bwd = FORWARD in self.passes(), BACKWARD in self.passes()
+        if self.stream:
+            return FORWARD if t >= first and fwd else (BACKWARD if t < first and bwd else None)
+        if t >= first and fwd and (t >= last or not bwd):
+            return FORWARD
+        if t <= last and bwd and (t < first or not fwd):
+            return BACKWARD
+        if not (fwd and bwd):
+            return None
+        before = max(a for a in self.anchors if a <= t)
+        after = min(a for a in self.anchors if a >= t)
+        return FORWARD if t - before <= after - t else BACKWARD
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "RunSpec":
+        return RunSpec(int(d["id"]), d["direction"], tuple(d["anchors"]), bool(d["stream"]), d.get("num_frames"))
+
+
+@dataclass(frozen=True)
+class SessionMeta:
+    """What a session is: its owner, frame geometry, model settings, current run."""
+
+    id: str
+    tenant: str
+    created: float
+    height: int
+    width: int
+    model: str
+    settings: dict[str, str] = field(default_factory=dict)
+    open: bool = False
+    run: RunSpec | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        d = dataclasses.asdict(self)
+        d["run"] = self.run.to_dict() if self.run else None
+        return json.dumps(d).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> "SessionMeta":
+        d = json.loads(raw)
+        d["run"] = RunSpec.from_dict(d["run"]) if d.get("run") else None
+        return SessionMeta(**d)
+
+
+@dataclass(frozen=True)
+class PassProgress:
+    """Where one pass of the current run stands (kept small so status reads are cheap)."""
+
+    run: int
+    cursor: int
+    published: int
+    finished: bool
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> "PassProgress":
+        return PassProgress(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a session's event stream (id assigned by the store)."""
+
+    kind: str  # "frame" | "run-started" | "done" | "error"
+    run: int
+    frame: int | None = None
+    direction: str | None = None
+    published: int = 0
+    total: int | None = None
+    message: str | None = None
+    id: str = ""
+
+    def fields(self) -> dict[str, bytes]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "id"}
+        return {"e": json.dumps(d).encode()}
+
+    @staticmethod
+    def parse(entry_id: str, fields: dict[str, bytes]) -> "Event":
+        return Event(**json.loads(fields["e"]), id=entry_id)

@@ -1,0 +1,95 @@
+"""Where each part of a session lives in the store, under one prefix, all with one TTL."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.engine import state_codec
+from service.engine.state import SessionState
+from service.errors import NotFound
+from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
+from service.sessions.model import Event, PassProgress, SessionMeta
+from service.store.base import Store
+
+PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease")
+
+
+class SessionRecords:
+    """Typed reads and writes of one store, keyed ``<prefix>:s:<id>:<part>``."""
+
+    def __init__(self, store: Store, prefix: str, ttl_s: float) -> None:
+        self.store, self.prefix, self.ttl_s = store, prefix, ttl_s
+
+    def key(self, sid: str, part: str) -> str:
+        return f"{self.prefix}:s:{sid}:{part}"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}:jobs"
+
+    async def touch(self, sid: str) -> None:
+        """Refresh the TTL of every part (sessions expire when idle, not while used)."""
+        await self.store.expire([self.key(sid, p) for p in PARTS if p != "lease"], self.ttl_s)
+
+    async def put_meta(self, meta: SessionMeta) -> None:
+        await self.store.set(self.key(meta.id, "meta"), meta.to_json(), self.ttl_s)
+
+    async def meta(self, sid: str, tenant: str | None = None) -> SessionMeta:
+        raw = await self.store.get(self.key(sid, "meta"))
+        if raw is None:
+            raise NotFound(f"session {sid} not found (unknown, deleted or expired)")
+        meta = SessionMeta.from_json(raw)
+        if tenant is not None and meta.tenant != tenant:
+            raise NotFound(f"session {sid} not found (unknown, deleted or expired)")
+        return meta
+
+    async def append_frame(self, sid: str, frame: np.ndarray) -> int:
+        return await self.store.happend(self.key(sid, "frames"), encode_frame(frame))
+
+    async def frame(self, sid: str, index: int) -> np.ndarray:
+        raw = await self.store.hget(self.key(sid, "frames"), str(index))
+        if raw is None:
+            raise NotFound(f"session {sid} has no frame {index}")
+        return decode_frame(raw)
+
+    async def num_frames(self, sid: str) -> int:
+        return await self.store.hlen(self.key(sid, "frames"))
+
+    async def put_annotation(self, sid: str, frame: int, png: bytes) -> None:
+        await self.store.hset(self.key(sid, "masks"), str(frame), png)
+
+    async def annotations(self, sid: str) -> dict[int, bytes]:
+        return {int(k): v for k, v in (await self.store.hgetall(self.key(sid, "masks"))).items()}
+
+    async def put_result(self, sid: str, frame: int, run: int, png: bytes) -> None:
+        await self.store.hset(self.key(sid, "results"), str(frame), pack_result(run, png))
+
+    async def result(self, sid: str, frame: int) -> tuple[int, bytes] | None:
+        raw = await self.store.hget(self.key(sid, "results"), str(frame))
+        return None if raw is None else unpack_result(raw)
+
+    async def put_state(self, sid: str, direction: str, state: SessionState, fp16: bool = False) -> int:
+        data = state_codec.encode(state, fp16=fp16)
+        await self.store.hset(self.key(sid, "state"), direction, data)
+        return len(data)
+
+    async def state(self, sid: str, direction: str) -> SessionState | None:
+        raw = await self.store.hget(self.key(sid, "state"), direction)
+        return None if raw is None else state_codec.decode(raw)
+
+    async def put_progress(self, sid: str, direction: str, progress: PassProgress) -> None:
+        await self.store.hset(self.key(sid, "progress"), direction, progress.to_json())
+
+    async def progress(self, sid: str) -> dict[str, PassProgress]:
+        raw = await self.store.hgetall(self.key(sid, "progress"))
+        return {k: PassProgress.from_json(v) for k, v in raw.items()}
+
+    async def publish(self, sid: str, event: Event) -> str:
+        return await self.store.xadd(self.key(sid, "events"), event.fields())
+
+    async def events(self, sid: str, after: str, block_ms: int) -> list[Event]:
+        entries = await self.store.xread(self.key(sid, "events"), after, block_ms)
+        return [Event.parse(eid, f) for eid, f in entries]
+
+    async def delete(self, sid: str) -> None:
+        await self.store.delete(*[self.key(sid, p) for p in PARTS])

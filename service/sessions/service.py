@@ -1,0 +1,185 @@
+"""The session use cases both transports call: create, append, annotate, propagate, read."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+from typing import AsyncIterator, Sequence
+
+import numpy as np
+
+from service.engine.spec import MemoryConfig
+from service.engine.validate import check_frame, check_frames, check_mask
+from service.errors import Conflict, InvalidInput, NotFound, TooLarge
+from service.sessions.codec import decode_labels, encode_labels, unpack_result
+from service.sessions.model import BOTH, DIRECTIONS, FORWARD, Event, RunSpec, SessionMeta
+from service.sessions.records import SessionRecords
+from service.settings import Settings
+from service.worker.runner import enqueue
+
+
+class SessionService:
+    """Validates requests and writes sessions; workers do the computing."""
+
+    def __init__(self, records: SessionRecords, settings: Settings, model: str, max_objects: int) -> None:
+        self.records, self.settings = records, settings
+        self.model, self.max_objects = model, max_objects
+
+    async def create(self, tenant: str, frames: Sequence[np.ndarray], *, stream: bool = False,
+                     settings: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> SessionMeta:
+        """A new session holding frames (none yet is fine for a stream)."""
+        checked = check_frames(frames) if frames else []
+        if not checked and not stream:
+            raise InvalidInput("a session needs at least one frame")
+        self._check_limits(len(checked), checked[0] if checked else None)
+        overrides = {str(k): str(v) for k, v in (settings or {}).items()}
+        MemoryConfig().with_overrides(overrides)  # reject unknown names and bad values now, not in the worker
+        h, w = (checked[0].shape[:2] if checked else (0, 0))
+        meta = SessionMeta(id=uuid.uuid4().hex, tenant=tenant, created=time.time(), height=int(h), width=int(w),
+                           model=self.model, settings=overrides, open=stream, labels=dict(labels or {}))
+        await self.records.put_meta(meta)
+        for f in checked:
+            await self.records.append_frame(meta.id, f)
+        return meta
+
+    def _check_limits(self, count: int, frame: np.ndarray | None) -> None:
+        if count > self.settings.max_frames:
+            raise TooLarge(f"{count} frames exceed the limit of {self.settings.max_frames} per session")
+        if frame is not None and frame.shape[0] * frame.shape[1] > self.settings.max_frame_pixels:
+            raise TooLarge(f"frames of {frame.shape[0]}x{frame.shape[1]} exceed {self.settings.max_frame_pixels} pixels")
+
+    async def append(self, sid: str, tenant: str, frames: Sequence[np.ndarray]) -> tuple[int, int]:
+        """Add frames at the end; returns (index of the first one, frames now held)."""
+        meta = await self.records.meta(sid, tenant)
+        have = await self.records.num_frames(sid)
+        if meta.run is not None and not meta.open and meta.run.num_frames is not None:
+            pass  # a finished run keeps its results; a new propagate covers the new frames
+        shape = (meta.height, meta.width) if have else None
+        checked = [check_frame(f, have + i, shape) for i, f in enumerate(frames)]
+        if not checked:
+            raise InvalidInput("no frames to append")
+        self._check_limits(have + len(checked), checked[0])
+        if not have:
+            meta = dataclasses.replace(meta, height=int(checked[0].shape[0]), width=int(checked[0].shape[1]))
+            await self.records.put_meta(meta)
+        first = -1
+        for f in checked:
+            idx = await self.records.append_frame(sid, f)
+            first = idx if first < 0 else first
+        await self.records.touch(sid)
+        if meta.open and meta.run is not None:
+            await enqueue(self.records, sid)
+        return first, have + len(checked)
+
+    async def annotate(self, sid: str, tenant: str, frame: int, mask: np.ndarray) -> tuple[int, ...]:
+        """Store a mask for one frame; on a stream it starts or corrects propagation at once."""
+        meta = await self.records.meta(sid, tenant)
+        have = await self.records.num_frames(sid)
+        if not 0 <= frame < have:
+            raise InvalidInput(f"frame {frame} is outside the session's frames 0..{have - 1}")
+        _, objects = check_mask(mask, (meta.height, meta.width), self.max_objects)
+        await self.records.put_annotation(sid, frame, encode_labels(mask.astype(np.int64)))
+        if meta.open:
+            await self._stream_annotation(meta, frame)
+        return objects
+
+    async def _stream_annotation(self, meta: SessionMeta, frame: int) -> None:
+        run = meta.run
+        if run is not None and frame > run.anchors[0]:
+            progress = (await self.records.progress(meta.id)).get(FORWARD)
+            cursor = progress.cursor if progress and progress.run == run.id else run.anchors[0]
+            if cursor <= frame:  # the forward pass has not reached it: a correction on the way
+                await self._set_run(meta, dataclasses.replace(run, anchors=tuple(sorted({*run.anchors, frame}))))
+                return
+        anchors = tuple(sorted((await self.records.annotations(meta.id)).keys()))
+        await self._new_run(meta, RunSpec(self._next_run(meta), BOTH, anchors, stream=True))
+
+    async def propagate(self, sid: str, tenant: str, direction: str = BOTH) -> RunSpec:
+        """Start a new run over every annotated frame (earlier results are replaced as it goes)."""
+        if direction not in DIRECTIONS:
+            raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        meta = await self.records.meta(sid, tenant)
+        if meta.open:
+            raise Conflict("this session is a live stream: its masks propagate as they arrive")
+        anchors = tuple(sorted((await self.records.annotations(sid)).keys()))
+        if not anchors:
+            raise Conflict("no annotated frame yet: put a mask on a frame first")
+        n = await self.records.num_frames(sid)
+        run = RunSpec(self._next_run(meta), direction, anchors, stream=False, num_frames=n)
+        await self._new_run(meta, run)
+        return run
+
+    async def close_stream(self, sid: str, tenant: str) -> None:
+        """No more frames will come: the passes can finish."""
+        meta = await self.records.meta(sid, tenant)
+        run = meta.run
+        if run is not None:
+            run = dataclasses.replace(run, num_frames=await self.records.num_frames(sid))
+        await self.records.put_meta(dataclasses.replace(meta, open=False, run=run))
+        if run is not None:
+            await enqueue(self.records, sid)
+
+    @staticmethod
+    def _next_run(meta: SessionMeta) -> int:
+        return (meta.run.id + 1) if meta.run else 1
+
+    async def _new_run(self, meta: SessionMeta, run: RunSpec) -> None:
+        await self._set_run(meta, run)
+        await self.records.publish(meta.id, Event("run-started", run.id, total=run.num_frames))
+        await enqueue(self.records, meta.id)
+
+    async def _set_run(self, meta: SessionMeta, run: RunSpec) -> None:
+        await self.records.put_meta(dataclasses.replace(meta, run=run))
+        await self.records.touch(meta.id)
+
+    async def status(self, sid: str, tenant: str) -> dict[str, object]:
+        meta = await self.records.meta(sid, tenant)
+        progress = await self.records.progress(sid)
+        run = meta.run
+        current = {d: p for d, p in progress.items() if run and p.run == run.id}
+        published = sum(p.published for p in current.values())
+        finished = bool(run) and all(d in current and current[d].finished for d in run.passes())  # type: ignore[union-attr]
+        return {
+            "id": sid, "frames": await self.records.num_frames(sid), "height": meta.height, "width": meta.width,
+            "model": meta.model, "stream": meta.open, "annotated_frames": sorted((await self.records.annotations(sid))),
+            "run": run.to_dict() if run else None, "frames_done": published,
+            "state": "idle" if run is None else ("done" if finished else "running"),
+            "progress": (published / run.num_frames) if run and run.num_frames else None,
+            "settings": meta.settings,
+        }
+
+    async def events(self, sid: str, tenant: str, after: str = "0", until_done: bool = True,
+                     poll_ms: int = 1000) -> AsyncIterator[Event]:
+        """Events after the given id; with until_done, stop after the current run's done/error."""
+        await self.records.meta(sid, tenant)
+        while True:
+            for ev in await self.records.events(sid, after, poll_ms):
+                after = ev.id
+                yield ev
+                if until_done and ev.kind in ("done", "error"):
+                    meta = await self.records.meta(sid, tenant)
+                    if meta.run is None or ev.run == meta.run.id:
+                        return
+
+    async def mask_png(self, sid: str, tenant: str, frame: int) -> bytes:
+        await self.records.meta(sid, tenant)
+        got = await self.records.result(sid, frame)
+        if got is None:
+            raise NotFound(f"no mask for frame {frame} yet")
+        return got[1]
+
+    async def all_labels(self, sid: str, tenant: str) -> list[np.ndarray]:
+        """Index masks for every frame (background where none was computed)."""
+        meta = await self.records.meta(sid, tenant)
+        n = await self.records.num_frames(sid)
+        raw = await self.records.store.hgetall(self.records.key(sid, "results"))
+        out = []
+        for t in range(n):
+            item = raw.get(str(t))
+            out.append(decode_labels(unpack_result(item)[1]) if item else np.zeros((meta.height, meta.width), np.uint8))
+        return out
+
+    async def delete(self, sid: str, tenant: str) -> None:
+        await self.records.meta(sid, tenant)
+        await self.records.delete(sid)

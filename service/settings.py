@@ -1,0 +1,35 @@
+"""Service configuration: environment variables with the IMOS_ prefix, read once at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every IMOS_* variable. Built once in main() and passed down; never a global."""
+
+    model_config = SettingsConfigDict(env_prefix="IMOS_", env_nested_delimiter="__", extra="ignore")
+
+    http_host: str = Field("127.0.0.1", description="REST bind address")
+    http_port: int = Field(8000, description="REST port (0 = pick a free one)")
+    grpc_port: int = Field(50051, description="gRPC port (0 = pick a free one)")
+    redis_url: str | None = Field(None, description="Redis URL; unset = in-memory store (embedded mode only)")
+    key_prefix: str = Field("imos", description="prefix of every Redis key")
+    model: str = Field("imos-lite", description="model served by workers")
+    model_repo: Path | None = Field(None, description="model repository (default: bundled model_repo/)")
+    backend: str = Field("torch", description="torch | onnx | tensorrt")
+    device: str = Field("cpu", description="cpu | cuda | cuda:N")
+    precision: str = Field("fp32", description="fp32 | bf16 | fp16")
+    session_ttl_s: int = Field(3600, description="idle sessions expire after this many seconds")
+    lease_ttl_s: float = Field(30.0, description="a worker's lease on a session lapses after this")
+    checkpoint_every: int = Field(10, description="checkpoint memory state every N frames")
+    worker_concurrency: int = Field(2, description="sessions one worker processes at once")
+    max_frames: int = Field(5000, description="frames per session")
+    max_frame_pixels: int = Field(4096 * 4096, description="pixels per frame")
+    max_request_bytes: int = Field(1 << 30, description="bytes per upload")
+    max_grpc_message_bytes: int = Field(64 << 20, description="bytes per gRPC message")
+    log_level: str = Field("INFO", description="DEBUG | INFO | WARNING | ERROR")
+    log_json: bool = Field(True, description="structured JSON logs")

@@ -1,0 +1,156 @@
+"""Store on Redis (redis.asyncio): hashes, leases, Streams with a consumer group for jobs."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Awaitable, Callable, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
+
+from service.errors import StoreUnavailable
+from service.store.base import StreamEntry
+
+T = TypeVar("T")
+_GROUP = "workers"
+
+# Atomic "append to hash": the new field is the current length, so concurrent appends never collide.
+_HAPPEND = "local n = redis.call('HLEN', KEYS[1]); redis.call('HSET', KEYS[1], n, ARGV[1]); return n"
+_REFRESH = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
+            "return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end")
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
+
+
+def _guard(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn connection failures into StoreUnavailable (503 / UNAVAILABLE at the edges)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from None
+
+    return wrapper
+
+
+class RedisStore:
+    """Implements the Store port on one Redis server."""
+
+    def __init__(self, url: str) -> None:
+        self._r = aioredis.from_url(url, socket_connect_timeout=2, socket_timeout=10,
+                                    health_check_interval=15, retry_on_timeout=False)
+        self._groups: set[str] = set()
+
+    @_guard
+    async def ping(self) -> None:
+        await self._r.ping()
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    @_guard
+    async def get(self, key: str) -> bytes | None:
+        return await self._r.get(key)
+
+    @_guard
+    async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
+        await self._r.set(key, value, px=int(ttl_s * 1000) if ttl_s else None)
+
+    @_guard
+    async def delete(self, *keys: str) -> None:
+        if keys:
+            await self._r.delete(*keys)
+
+    @_guard
+    async def expire(self, keys: list[str], ttl_s: float) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.pexpire(key, int(ttl_s * 1000))
+            await pipe.execute()
+
+    @_guard
+    async def hset(self, key: str, field: str, value: bytes) -> None:
+        await self._r.hset(key, field, value)
+
+    @_guard
+    async def hget(self, key: str, field: str) -> bytes | None:
+        return await self._r.hget(key, field)
+
+    @_guard
+    async def hgetall(self, key: str) -> dict[str, bytes]:
+        return {k.decode(): v for k, v in (await self._r.hgetall(key)).items()}
+
+    @_guard
+    async def hlen(self, key: str) -> int:
+        return int(await self._r.hlen(key))
+
+    @_guard
+    async def happend(self, key: str, value: bytes) -> int:
+        return int(await self._r.eval(_HAPPEND, 1, key, value))
+
+    @_guard
+    async def lease_acquire(self, key: str, owner: str, ttl_s: float) -> bool:
+        return bool(await self._r.set(key, owner, nx=True, px=int(ttl_s * 1000)))
+
+    @_guard
+    async def lease_refresh(self, key: str, owner: str, ttl_s: float) -> bool:
+        return bool(await self._r.eval(_REFRESH, 1, key, owner, int(ttl_s * 1000)))
+
+    @_guard
+    async def lease_release(self, key: str, owner: str) -> None:
+        await self._r.eval(_RELEASE, 1, key, owner)
+
+    @_guard
+    async def xadd(self, stream: str, fields: dict[str, bytes], maxlen: int = 100_000) -> str:
+        return (await self._r.xadd(stream, fields, maxlen=maxlen, approximate=True)).decode()
+
+    @_guard
+    async def xread(self, stream: str, after: str, block_ms: int, count: int = 100) -> list[StreamEntry]:
+        reply = await self._r.xread({stream: after}, count=count, block=max(block_ms, 1))
+        return [(eid.decode(), {k.decode(): v for k, v in f.items()}) for _, entries in reply or []
+                for eid, f in entries]
+
+    async def _ensure_group(self, queue: str) -> None:
+        if queue in self._groups:
+            return
+        try:
+            await self._r.xgroup_create(queue, _GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(queue)
+
+    @_guard
+    async def job_push(self, queue: str, fields: dict[str, bytes]) -> str:
+        await self._ensure_group(queue)
+        return (await self._r.xadd(queue, fields)).decode()
+
+    @_guard
+    async def job_take(self, queue: str, consumer: str, block_ms: int) -> StreamEntry | None:
+        await self._ensure_group(queue)
+        reply = await self._r.xreadgroup(_GROUP, consumer, {queue: ">"}, count=1, block=max(block_ms, 1))
+        for _, entries in reply or []:
+            for eid, f in entries:
+                return eid.decode(), {k.decode(): v for k, v in f.items()}
+        return None
+
+    @_guard
+    async def job_ack(self, queue: str, job_id: str) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.xack(queue, _GROUP, job_id)
+            pipe.xdel(queue, job_id)
+            await pipe.execute()
+
+    @_guard
+    async def job_reclaim(self, queue: str, consumer: str, min_idle_ms: int) -> list[StreamEntry]:
+        await self._ensure_group(queue)
+        reply = await self._r.xautoclaim(queue, _GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0")
+        entries = reply[1] if reply else []
+        return [(eid.decode(), {k.decode(): v for k, v in (f or {}).items()}) for eid, f in entries if f]
+
+    @_guard
+    async def queue_depth(self, queue: str) -> int:
+        await self._ensure_group(queue)
+        return int(await self._r.xlen(queue))

@@ -1,0 +1,137 @@
+"""The worker role: takes session jobs from the queue, holds a lease, advances runs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+
+from service.engine.loader import Engine
+from service.errors import ImosError, NotFound, StoreUnavailable
+from service.metrics import Metrics
+from service.sessions.model import Event
+from service.sessions.records import SessionRecords
+from service.settings import Settings
+from service.worker.passes import RunContext, advance_run
+
+log = logging.getLogger("imos.worker")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Owns the engine; processes any session whose job it takes (state lives in the store)."""
+
+    def __init__(self, records: SessionRecords, engine: Engine, settings: Settings, ident: str | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.records, self.engine, self.settings = records, engine, settings
+        self.metrics = metrics
+        self.id = ident or worker_id()
+        self.frames_done = 0
+        self._slots = asyncio.Semaphore(max(1, settings.worker_concurrency))
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Take jobs until stop is set; then finish the jobs in hand."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._slots.acquire()
+                job = await self.records.store.job_take(self.records.jobs, self.id, block_ms=500)
+                backoff = 0.5
+            except StoreUnavailable:
+                self._slots.release()
+                log.warning("store unreachable; retrying", extra={"worker": self.id, "retry_s": backoff})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if job is None:
+                self._slots.release()
+                continue
+            task = asyncio.create_task(self._handle(job[0], job[1]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _handle(self, job_id: str, fields: dict[str, bytes]) -> None:
+        try:
+            await self.process(fields["session"].decode())
+        except Exception:  # one bad job must not stop the worker
+            log.exception("job failed", extra={"worker": self.id})
+        finally:
+            try:
+                await self.records.store.job_ack(self.records.jobs, job_id)
+            except StoreUnavailable:
+                pass
+            self._slots.release()
+
+    async def process(self, sid: str) -> None:
+        """Advance a session while work is available, under its lease."""
+        lease = self.records.key(sid, "lease")
+        ttl = self.settings.lease_ttl_s
+        if not await self.records.store.lease_acquire(lease, self.id, ttl):
+            return  # its holder re-checks for new work after releasing
+        try:
+            await self._advance(sid)
+        except NotFound:
+            return
+        except ImosError as exc:
+            meta = await self.records.meta(sid)
+            await self.records.publish(sid, Event("error", meta.run.id if meta.run else 0, message=str(exc)))
+        finally:
+            await self.records.store.lease_release(lease, self.id)
+        if await self.has_work(sid):
+            await enqueue(self.records, sid)
+
+    async def _advance(self, sid: str) -> None:
+        meta = await self.records.meta(sid)
+        if meta.run is None:
+            return
+        run = meta.run
+        before = await self.records.progress(sid)
+        if all(d in before and before[d].run == run.id and before[d].finished for d in run.passes()):
+            return  # already complete: a duplicate job
+        ctx = RunContext(sid, meta, run, self.engine.propagator(meta.settings),
+                         await self.records.num_frames(sid), await self.records.annotations(sid))
+
+        async def keep_going() -> bool:
+            current = await self.records.meta(sid)
+            held = await self.records.store.lease_refresh(self.records.key(sid, "lease"), self.id,
+                                                         self.settings.lease_ttl_s)
+            return held and current.run is not None and current.run.id == run.id
+
+        finished = await advance_run(self.records, ctx, self.settings.checkpoint_every, keep_going)
+        await self.records.touch(sid)
+        if finished:
+            progress = await self.records.progress(sid)
+            total = sum(p.published for p in progress.values() if p.run == run.id)
+            await self.records.publish(sid, Event("done", run.id, published=total, total=run.num_frames))
+
+    async def has_work(self, sid: str) -> bool:
+        """True when a pass of the current run could process a frame now."""
+        try:
+            meta = await self.records.meta(sid)
+        except NotFound:
+            return False
+        if meta.run is None:
+            return False
+        progress = await self.records.progress(sid)
+        available = await self.records.num_frames(sid)
+        for d in meta.run.passes():
+            p = progress.get(d)
+            if p is None or p.run != meta.run.id:
+                if meta.run.start(d) < available:
+                    return True
+                continue
+            if not p.finished and 0 <= p.cursor < available:
+                return True
+        return False
+
+
+async def enqueue(records: SessionRecords, sid: str) -> None:
+    await records.store.job_push(records.jobs, {"session": sid.encode()})

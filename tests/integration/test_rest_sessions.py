@@ -1,0 +1,136 @@
+"""REST sessions, one-shot segmentation and error mapping, with the real worker in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import zipfile
+
+import numpy as np
+from PIL import Image
+
+from service.settings import Settings
+from tests.conftest import moving_sequence
+from tests.integration.rest_harness import npy_bytes, parse_sse, rest_client
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_session_lifecycle_with_sse_and_correction(embedded_settings: Settings) -> None:
+    frames, masks = _sequence()
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, _):
+            r = await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))},
+                                  data={"settings": '{"top_k": 10}', "labels": '{"1": "left", "2": "right"}'})
+            assert r.status_code == 201, r.text
+            sid = r.json()["id"]
+            assert r.json()["frames"] == 10
+            r = await client.put(f"/v1/sessions/{sid}/masks/4", files={"mask": ("m.png", _png(masks[4]))})
+            assert r.status_code == 200 and r.json()["objects"] == [1, 2]
+            r = await client.post(f"/v1/sessions/{sid}/propagate", json={"direction": "both"})
+            assert r.status_code == 202 and r.json()["id"] == 1
+            events = parse_sse((await client.get(f"/v1/sessions/{sid}/events")).text)
+            frame_events = [e for e in events if e["event"] == "frame"]
+            assert sorted(e["frame"] for e in frame_events) == list(range(10))  # every frame exactly once
+            assert {e["direction"] for e in frame_events} == {"forward", "backward"}
+            assert events[-1]["event"] == "done" and events[-1]["published"] == 10
+            status = (await client.get(f"/v1/sessions/{sid}")).json()
+            assert status["state"] == "done" and status["frames_done"] == 10 and status["progress"] == 1.0
+            one = np.asarray(Image.open(io.BytesIO((await client.get(f"/v1/sessions/{sid}/masks/4")).content)))
+            assert np.array_equal(one, masks[4])
+            # correction on frame 8, then re-propagate: a second run over both annotations
+            r = await client.put(f"/v1/sessions/{sid}/masks/8", files={"mask": ("m.npy", npy_bytes(masks[8]))})
+            assert r.status_code == 200
+            assert (await client.post(f"/v1/sessions/{sid}/propagate")).json()["anchors"] == [4, 8]
+            after = events[-1]["id"]
+            second = parse_sse((await client.get(f"/v1/sessions/{sid}/events", params={"after": after})).text)
+            assert {e["run"] for e in second} == {2}
+            assert sorted(e["frame"] for e in second if e["event"] == "frame") == list(range(10))
+            npy = np.load(io.BytesIO((await client.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"})).content))
+            assert npy.shape == (10, 48, 48) and np.array_equal(npy[8], masks[8])
+            zipped = zipfile.ZipFile(io.BytesIO((await client.get(f"/v1/sessions/{sid}/masks")).content))
+            assert zipped.namelist() == [f"{i:05d}.png" for i in range(10)]
+            assert (await client.delete(f"/v1/sessions/{sid}")).status_code == 204
+            assert (await client.get(f"/v1/sessions/{sid}")).status_code == 404
+
+    asyncio.run(scenario())
+
+
+def _sequence() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    from service.bench.synthetic_video import moving_ellipses
+
+    return moving_ellipses(10, 48, 48, 2)
+
+
+def test_one_shot_segment_png_zip_and_npy(embedded_settings: Settings) -> None:
+    frames, masks = _sequence()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, f in enumerate(frames):
+            zf.writestr(f"frame_{i:03d}.png", _png(f))
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, rt):
+            r = await client.post("/v1/segment", files={"sequence": ("s.zip", buf.getvalue()),
+                                                        "mask": ("m.png", _png(masks[5]))},
+                                  data={"frame": "5", "direction": "both"})
+            assert r.status_code == 200, r.text
+            names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+            assert len(names) == 10
+            r = await client.post("/v1/segment", files={"sequence": ("s.npy", npy_bytes(np.stack(frames))),
+                                                        "mask": ("m.npy", npy_bytes(masks[0]))},
+                                  data={"frame": "0", "direction": "forward", "output": "npy"})
+            out = np.load(io.BytesIO(r.content))
+            assert out.shape == (10, 48, 48) and np.array_equal(out[0], masks[0])
+            assert await rt.store.hlen(f"{rt.settings.key_prefix}:s:x:frames") == 0  # nothing left behind
+
+    asyncio.run(scenario())
+
+
+def test_bad_input_is_4xx_naming_the_problem(embedded_settings: Settings) -> None:
+    frames, masks = moving_sequence(4, 48, 1)
+    small = embedded_settings.model_copy(update={"max_request_bytes": 200_000})
+
+    async def scenario() -> None:
+        async with rest_client(small) as (client, _):
+            sid = (await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))})).json()["id"]
+            r = await client.put(f"/v1/sessions/{sid}/masks/0", files={"mask": ("m.npy", npy_bytes(masks[:20]))})
+            assert r.status_code == 422 and "mask is 20x48 but the frames are 48x48" in r.json()["detail"]
+            r = await client.put(f"/v1/sessions/{sid}/masks/9", files={"mask": ("m.npy", npy_bytes(masks))})
+            assert r.status_code == 422 and "frame 9 is outside" in r.json()["detail"]
+            r = await client.post(f"/v1/sessions/{sid}/propagate")
+            assert r.status_code == 409 and "no annotated frame" in r.json()["detail"]
+            assert (await client.get("/v1/sessions/nope")).status_code == 404
+            r = await client.post("/v1/sessions", files={"sequence": ("x.png", b"\x89PNG garbage")})
+            assert r.status_code == 422 and "x.png" in r.json()["detail"]
+            r = await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))},
+                                  data={"settings": '{"topk": 3}'})
+            assert r.status_code == 422 and "unknown setting 'topk'" in r.json()["detail"]
+            big = np.zeros((4, 200, 300), np.uint8)
+            r = await client.post("/v1/sessions", files={"sequence": ("big.npy", npy_bytes(big))})
+            assert r.status_code == 413
+            r = await client.put(f"/v1/sessions/{sid}/masks/0", files={"mask": ("m.npy", npy_bytes(np.zeros((48, 48), np.uint8)))})
+            assert r.status_code == 422 and "empty" in r.json()["detail"]
+
+    asyncio.run(scenario())
+
+
+def test_models_health_ready_metrics(embedded_settings: Settings) -> None:
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, _):
+            models = (await client.get("/v1/models")).json()["models"]
+            assert models[0]["name"] == "tiny" and models[0]["trained"] is False
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200 and ready.json()["ready"] is True
+            text = (await client.get("/metrics")).text
+            assert 'imos_requests_total{code="200",route="/healthz",transport="rest"}' in text
+            assert "imos_queue_depth_jobs" in text
+            assert (await client.get("/openapi.json")).json()["info"]["title"] == "iMOS Serve"
+
+    asyncio.run(scenario())
