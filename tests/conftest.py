@@ -117,3 +117,37 @@ def embedded_settings(tiny_repo: Path):  # type: ignore[no-untyped-def]
 
     return Settings(model="tiny", model_repo=tiny_repo, redis_url=None, http_port=0, grpc_port=0,
                     checkpoint_every=3, log_json=False)
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture()
+def redis_url() -> str:
+    """The machine's real Redis; CI starts it, so there it must be up."""
+    import os
+
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping()
+    except redis.exceptions.ConnectionError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (CI starts it)")
+    return REDIS_URL
+
+
+@pytest.fixture()
+def redis_prefix(redis_url: str):  # type: ignore[no-untyped-def]
+    """A key prefix unique to this test; every key under it is deleted afterwards."""
+    import uuid
+
+    import redis
+
+    prefix = f"imostest-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
