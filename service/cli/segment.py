@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +29,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="memory setting by XMem's name (top_k, mem_every, ..., size)")
     p.add_argument("--save-probs", type=Path, default=None, help="write DIR/probs.npy (T x (K+1) x H x W)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder for 00000.png ...")
-    p.add_argument("--server", default=None, help="URL of a running iMOS service (client mode)")
+    p.add_argument("--server", default=None,
+                   help="a running service: http(s)://HOST:PORT for REST, or [grpc://]HOST:PORT for gRPC")
     p.add_argument("--quiet", action="store_true")
     add_repo_arg(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.server:
-        raise InvalidInput("client mode (--server) needs the service package of iMOS Serve; not available yet")
     frames = read_frames(args.input)
     mask = read_mask(args.mask)
+    if args.server:
+        return run_remote(args, frames, mask)
     engine = load_engine(repo_root(args), args.model or default_model(), args.backend, args.device, args.precision)
     prop = engine.propagator(parse_sets(args.set))
     progress = Progress(len(frames) if args.direction == "both" else _count(len(frames), args), "segment",
@@ -53,6 +55,37 @@ def run(args: argparse.Namespace) -> int:
         args.save_probs.mkdir(parents=True, exist_ok=True)
         np.save(args.save_probs / "probs.npy", probs)
     print(f"wrote {len(labels)} masks to {args.output} (model {engine.model_id}, backend {engine.stages.name})")
+    return 0
+
+
+def run_remote(args: argparse.Namespace, frames: list[np.ndarray], mask: np.ndarray) -> int:
+    """Client mode: the same inputs and outputs, computed by a running service."""
+    if args.save_probs is not None:
+        raise InvalidInput("--save-probs is only available locally: the service returns masks, not probabilities")
+    progress = Progress(len(frames), "segment", args.quiet)
+    seen = 0
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal seen
+        progress.total = max(total, 1)
+        progress.advance(max(done - seen, 0))
+        seen = max(seen, done)
+
+    settings = parse_sets(args.set)
+    if args.server.startswith(("http://", "https://")):
+        from service.rest_client import RestClient
+
+        client = RestClient(args.server, os.environ.get("IMOS_API_KEY"))
+        try:
+            labels = client.segment(frames, mask, args.frame, args.direction, settings, on_progress)
+        finally:
+            client.close()
+    else:
+        from service.client import segment_remote
+
+        labels = segment_remote(args.server, frames, mask, args.frame, args.direction, settings, on_progress)
+    write_masks(args.output, labels)
+    print(f"wrote {len(labels)} masks to {args.output} (server {args.server})")
     return 0
 
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from service.engine.propagate import FrameResult, Propagator
 from service.engine.state import SessionState
+from service.metrics import Metrics
 from service.sessions.codec import decode_labels, encode_labels
 from service.sessions.model import FORWARD, Event, PassProgress, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
@@ -38,6 +39,7 @@ class RunContext:
     prop: Propagator
     available: int
     annotations: dict[int, bytes] = field(default_factory=dict)
+    metrics: Metrics | None = None
 
 
 def pass_finished(ctx: RunContext, cur: PassCursor) -> bool:
@@ -62,12 +64,16 @@ async def step_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor) -
     assert t is not None
     frame = await records.frame(ctx.sid, t)
     mask = _annotation(ctx, t)
+    started = time.perf_counter()
     if cur.state is None:
         assert mask is not None
         state, res = await asyncio.to_thread(ctx.prop.start, frame, mask, t, cur.direction, ctx.run.num_frames)
     else:
         state, res = await asyncio.to_thread(ctx.prop.advance, cur.state, frame, mask)
     cur.state, cur.since_checkpoint = state, cur.since_checkpoint + 1
+    if ctx.metrics is not None:
+        ctx.metrics.frames.labels(cur.direction).inc()
+        ctx.metrics.frame_seconds.observe(time.perf_counter() - started)
     if ctx.run.owner(t) == cur.direction:
         await records.put_result(ctx.sid, t, ctx.run.id, encode_labels(res.labels()))
         cur.published += 1
@@ -88,6 +94,8 @@ async def checkpoint(records: SessionRecords, ctx: RunContext, cur: PassCursor,
         return
     started = time.perf_counter()
     size = await records.put_state(ctx.sid, cur.direction, cur.state)
+    if ctx.metrics is not None:
+        ctx.metrics.state_bytes.observe(size)
     await records.put_progress(ctx.sid, cur.direction,
                                PassProgress(ctx.run.id, cur.state.cursor, cur.published, finished))
     cur.since_checkpoint = 0

@@ -97,7 +97,7 @@ class Worker:
         if all(d in before and before[d].run == run.id and before[d].finished for d in run.passes()):
             return  # already complete: a duplicate job
         ctx = RunContext(sid, meta, run, self.engine.propagator(meta.settings),
-                         await self.records.num_frames(sid), await self.records.annotations(sid))
+                         await self.records.num_frames(sid), await self.records.annotations(sid), self.metrics)
 
         async def keep_going() -> bool:
             current = await self.records.meta(sid)
@@ -110,6 +110,7 @@ class Worker:
         if finished:
             progress = await self.records.progress(sid)
             total = sum(p.published for p in progress.values() if p.run == run.id)
+            log.info("run finished", extra={"session": sid, "run": run.id, "worker": self.id, "frames": total})
             await self.records.publish(sid, Event("done", run.id, published=total, total=run.num_frames))
 
     async def has_work(self, sid: str) -> bool:

@@ -1,0 +1,58 @@
+"""`imos gateway` + two `imos worker`s sharing the real Redis: sessions spread over both workers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import json
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from service.bench.synthetic_video import moving_ellipses
+from tests.e2e.procs import free_port, imos_process, wait_ready
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _one_session(url: str, seed: int) -> tuple[int, list[int]]:
+    frames, masks = moving_ellipses(16, 64, 64, 2, seed=seed)
+    with httpx.Client(base_url=url, timeout=120) as c:
+        sid = c.post("/v1/sessions", files={"sequence": ("f.npy", _npy(np.stack(frames)))}).json()["id"]
+        c.put(f"/v1/sessions/{sid}/masks/8", files={"mask": ("m.npy", _npy(masks[8]))}).raise_for_status()
+        c.post(f"/v1/sessions/{sid}/propagate").raise_for_status()
+        got = []
+        with c.stream("GET", f"/v1/sessions/{sid}/events") as r:
+            for line in r.iter_lines():
+                if line.startswith("data: "):
+                    ev = json.loads(line[6:])
+                    if ev["kind"] == "frame":
+                        got.append(ev["frame"])
+        out = np.load(io.BytesIO(c.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"}).content))
+        assert np.array_equal(out[8], masks[8])
+        return len(out), got
+
+
+def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    http = free_port()
+    env = {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
+           "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LOG_JSON": "true"}
+    logs = [tmp_path / f"{name}.log" for name in ("gateway", "worker1", "worker2")]
+    gateway = ["gateway", "--http-port", str(http), "--grpc-port", str(free_port())]
+    with imos_process(gateway, env, logs[0]) as gw, imos_process(["worker"], env, logs[1]), \
+            imos_process(["worker"], env, logs[2]):
+        url = f"http://127.0.0.1:{http}"
+        wait_ready(url, gw, logs[0])
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda s: _one_session(url, s), range(4)))
+    for n, frames in results:
+        assert n == 16 and sorted(frames) == list(range(16))  # every frame exactly once
+    finished = [[json.loads(line) for line in log.read_text().splitlines() if '"run finished"' in line]
+                for log in logs[1:]]
+    assert sum(len(f) for f in finished) == 4
+    assert all(len(f) >= 1 for f in finished), "both workers should have taken sessions"
