@@ -16,3 +16,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   python -m pip install -q -e ".[test]"
   touch "$stamp"
 fi
+# gRPC stubs are generated from proto/ at build time, never committed
+python -m service.gateway.protos >/dev/null

@@ -13,7 +13,7 @@ from service.engine.spec import MemoryConfig
 from service.engine.validate import check_frame, check_frames, check_mask
 from service.errors import Conflict, InvalidInput, NotFound, TooLarge
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
-from service.sessions.model import BOTH, DIRECTIONS, FORWARD, Event, RunSpec, SessionMeta
+from service.sessions.model import BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
 from service.settings import Settings
 from service.worker.runner import enqueue
@@ -53,8 +53,6 @@ class SessionService:
         """Add frames at the end; returns (index of the first one, frames now held)."""
         meta = await self.records.meta(sid, tenant)
         have = await self.records.num_frames(sid)
-        if meta.run is not None and not meta.open and meta.run.num_frames is not None:
-            pass  # a finished run keeps its results; a new propagate covers the new frames
         shape = (meta.height, meta.width) if have else None
         checked = [check_frame(f, have + i, shape) for i, f in enumerate(frames)]
         if not checked:
@@ -85,13 +83,8 @@ class SessionService:
         return objects
 
     async def _stream_annotation(self, meta: SessionMeta, frame: int) -> None:
-        run = meta.run
-        if run is not None and frame > run.anchors[0]:
-            progress = (await self.records.progress(meta.id)).get(FORWARD)
-            cursor = progress.cursor if progress and progress.run == run.id else run.anchors[0]
-            if cursor <= frame:  # the forward pass has not reached it: a correction on the way
-                await self._set_run(meta, dataclasses.replace(run, anchors=tuple(sorted({*run.anchors, frame}))))
-                return
+        """On a live stream every annotation starts a run over all annotations so far: frames
+        already sent are recomputed and sent again (a correction in place could race the worker)."""
         anchors = tuple(sorted((await self.records.annotations(meta.id)).keys()))
         await self._new_run(meta, RunSpec(self._next_run(meta), BOTH, anchors, stream=True))
 
@@ -154,7 +147,10 @@ class SessionService:
         """Events after the given id; with until_done, stop after the current run's done/error."""
         await self.records.meta(sid, tenant)
         while True:
-            for ev in await self.records.events(sid, after, poll_ms):
+            batch = await self.records.events(sid, after, poll_ms)
+            if not batch:
+                await self.records.meta(sid, tenant)  # a deleted or expired session ends the stream
+            for ev in batch:
                 after = ev.id
                 yield ev
                 if until_done and ev.kind in ("done", "error"):

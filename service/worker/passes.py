@@ -116,15 +116,18 @@ async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[
     return out
 
 
-KeepGoing = Callable[[], Awaitable[bool]]
+KeepGoing = Callable[[], Awaitable[str]]
+CONTINUE, STOP_SAVE, STOP_ABANDON = "continue", "stop-save", "stop-abandon"
 
 
 async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every: int,
                       keep_going: KeepGoing) -> bool:
     """Interleave the passes frame by frame while frames are available.
 
-    keep_going() is called at every checkpoint (lease refresh, run still current);
-    returns True when every pass is finished.
+    keep_going() is called at every checkpoint: CONTINUE; STOP_SAVE (the run was
+    replaced: save every pass so nothing is published twice on resume); or
+    STOP_ABANDON (the lease is lost: another worker owns the state now).
+    Returns True when every pass is finished.
     """
     cursors = await load_cursors(records, ctx.sid, ctx.run)
     progressed = True
@@ -137,8 +140,12 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
             progressed = True
             if cur.since_checkpoint >= checkpoint_every:
                 await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
-                if not await keep_going():
+                verdict = await keep_going()
+                if verdict == STOP_ABANDON:
                     return False
+                if verdict == STOP_SAVE:
+                    progressed = False
+                    break
     for cur in cursors:
         await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
     return all(pass_finished(ctx, c) for c in cursors)

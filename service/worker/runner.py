@@ -14,7 +14,7 @@ from service.metrics import Metrics
 from service.sessions.model import Event
 from service.sessions.records import SessionRecords
 from service.settings import Settings
-from service.worker.passes import RunContext, advance_run
+from service.worker.passes import CONTINUE, STOP_ABANDON, STOP_SAVE, RunContext, advance_run
 
 log = logging.getLogger("imos.worker")
 
@@ -99,11 +99,13 @@ class Worker:
         ctx = RunContext(sid, meta, run, self.engine.propagator(meta.settings),
                          await self.records.num_frames(sid), await self.records.annotations(sid), self.metrics)
 
-        async def keep_going() -> bool:
-            current = await self.records.meta(sid)
+        async def keep_going() -> str:
             held = await self.records.store.lease_refresh(self.records.key(sid, "lease"), self.id,
                                                          self.settings.lease_ttl_s)
-            return held and current.run is not None and current.run.id == run.id
+            if not held:
+                return STOP_ABANDON
+            current = await self.records.meta(sid)
+            return CONTINUE if current.run is not None and current.run.id == run.id else STOP_SAVE
 
         finished = await advance_run(self.records, ctx, self.settings.checkpoint_every, keep_going)
         await self.records.touch(sid)
@@ -114,7 +116,7 @@ class Worker:
             await self.records.publish(sid, Event("done", run.id, published=total, total=run.num_frames))
 
     async def has_work(self, sid: str) -> bool:
-        """True when a pass of the current run could process a frame now."""
+        """True when a pass of the current run could process a frame, or finish, now."""
         try:
             meta = await self.records.meta(sid)
         except NotFound:
@@ -129,7 +131,8 @@ class Worker:
                 if meta.run.start(d) < available:
                     return True
                 continue
-            if not p.finished and 0 <= p.cursor < available:
+            # a closed stream's pass can finish (and publish done) even with no frame left to process
+            if not p.finished and (0 <= p.cursor < available or not meta.open):
                 return True
         return False
 

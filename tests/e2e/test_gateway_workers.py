@@ -20,11 +20,29 @@ def _npy(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _one_session(url: str, seed: int) -> tuple[int, list[int]]:
-    frames, masks = moving_ellipses(16, 64, 64, 2, seed=seed)
+DEV_SEQS = ["hippocampus__003", "hippocampus__017", "hippocampus__019", "hippocampus__025"]
+
+
+def _sequence(i: int) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
+    """A real dev sequence when ../shared is present, else a generated one."""
+    from service.io.images import read_frames, read_mask
+    from tests.conftest import DATA_DEV
+
+    seq = DATA_DEV / "JPEGImages" / DEV_SEQS[i]
+    if seq.is_dir():
+        frames = read_frames(seq)
+        mid = len(frames) // 2
+        return frames, {mid: read_mask(DATA_DEV / "Annotations" / DEV_SEQS[i] / f"{mid:05d}.png")}
+    frames, masks = moving_ellipses(16, 64, 64, 2, seed=i)
+    return frames, {8: masks[8]}
+
+
+def _one_session(url: str, i: int) -> tuple[int, int, list[int]]:
+    frames, given = _sequence(i)
+    (mid, mask), = given.items()
     with httpx.Client(base_url=url, timeout=120) as c:
         sid = c.post("/v1/sessions", files={"sequence": ("f.npy", _npy(np.stack(frames)))}).json()["id"]
-        c.put(f"/v1/sessions/{sid}/masks/8", files={"mask": ("m.npy", _npy(masks[8]))}).raise_for_status()
+        c.put(f"/v1/sessions/{sid}/masks/{mid}", files={"mask": ("m.npy", _npy(mask))}).raise_for_status()
         c.post(f"/v1/sessions/{sid}/propagate").raise_for_status()
         got = []
         with c.stream("GET", f"/v1/sessions/{sid}/events") as r:
@@ -34,8 +52,8 @@ def _one_session(url: str, seed: int) -> tuple[int, list[int]]:
                     if ev["kind"] == "frame":
                         got.append(ev["frame"])
         out = np.load(io.BytesIO(c.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"}).content))
-        assert np.array_equal(out[8], masks[8])
-        return len(out), got
+        assert np.array_equal(out[mid], mask)
+        return len(frames), len(out), got
 
 
 def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
@@ -50,8 +68,8 @@ def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: 
         wait_ready(url, gw, logs[0])
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda s: _one_session(url, s), range(4)))
-    for n, frames in results:
-        assert n == 16 and sorted(frames) == list(range(16))  # every frame exactly once
+    for n, n_out, frames in results:
+        assert n_out == n and sorted(frames) == list(range(n))  # every frame exactly once
     finished = [[json.loads(line) for line in log.read_text().splitlines() if '"run finished"' in line]
                 for log in logs[1:]]
     assert sum(len(f) for f in finished) == 4

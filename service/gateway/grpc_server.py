@@ -1,0 +1,173 @@
+"""The imos.v1.Propagation service on grpc.aio, with standard health and reflection.
+
+Handlers validate and convert messages, then call SessionService, the use cases
+REST calls too; workers do the computing and publish events the streams relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import ModuleType
+from typing import AsyncIterator, Awaitable, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service.errors import ImosError
+from service.gateway.grpc_convert import (
+    EventConverter,
+    Message,
+    direction_name,
+    image_from_proto,
+    mask_from_proto,
+    session_options,
+    session_to_proto,
+)
+from service.gateway.grpc_errors import ExplicitStatus, abort_with, code_for
+from service.gateway.grpc_track import TrackCall
+from service.gateway.protos import load_protos
+from service.runtime import Runtime
+from service.sessions.model import RunSpec
+
+SERVICE_NAME = "imos.v1.Propagation"
+T = TypeVar("T")
+
+
+def resolve_tenant(context: grpc.aio.ServicerContext) -> str:
+    """The caller's tenant. The one place where authentication (call metadata -> tenant) will go."""
+    return "default"
+
+
+class PropagationServicer:
+    """Implements the Propagation methods (registered by name on the server)."""
+
+    def __init__(self, runtime: Runtime, pb2: ModuleType) -> None:
+        self.rt, self.pb2 = runtime, pb2
+        self.sessions = runtime.sessions
+        self.served = (runtime.model.name, runtime.model.version)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _observe(self, route: str, code: grpc.StatusCode, started: float) -> None:
+        self.rt.metrics.requests.labels("grpc", route, code.name).inc()
+        self.rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
+
+    async def _unary(self, route: str, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
+        """Run one unary handler: map domain errors to statuses, count the request."""
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            return await work
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:  # every failure leaves as a status, never as a crash
+            code = code_for(exc)
+            await abort_with(context, exc)
+        finally:
+            self._observe(route, code, started)
+
+    async def _stream(self, route: str, context: grpc.aio.ServicerContext,
+                      items: AsyncIterator[Message]) -> AsyncIterator[Message]:
+        """The streaming counterpart of _unary."""
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            async for item in items:
+                yield item
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as exc:
+            code = code_for(exc)
+            await abort_with(context, exc)
+        finally:
+            self._observe(route, code, started)
+
+    # ------------------------------------------------------------------ handlers
+
+    # grpc.aio drives streaming handlers that are async generator functions, hence the re-yield
+    async def Track(self, requests: AsyncIterator[Message],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        call = TrackCall(self.pb2, self.sessions, resolve_tenant(context), self.served, self.rt.model.max_objects)
+        async for item in self._stream("Track", context, call.responses(requests)):
+            yield item
+
+    async def Propagate(self, request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
+        async for item in self._stream("Propagate", context, self._propagate(request, resolve_tenant(context))):
+            yield item
+
+    async def CreateSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        return await self._unary("CreateSession", context, self._create(request, resolve_tenant(context)))
+
+    async def GetSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        return await self._unary("GetSession", context, self._get(request.session_id, resolve_tenant(context)))
+
+    async def DeleteSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        return await self._unary("DeleteSession", context, self._delete(request.session_id, resolve_tenant(context)))
+
+    # ------------------------------------------------------------------ use cases
+
+    async def _create(self, request: Message, tenant: str) -> Message:
+        settings, labels = session_options(request.options, self.served)
+        # decoding many frames is CPU work: keep it off the event loop
+        frames = await asyncio.to_thread(
+            lambda: [image_from_proto(im, f"frame {i}") for i, im in enumerate(request.frames)])
+        meta = await self.sessions.create(tenant, frames, settings=settings, labels=labels)
+        return self.pb2.CreateSessionResponse(session_id=meta.id, num_frames=len(frames))
+
+    async def _get(self, sid: str, tenant: str) -> Message:
+        return session_to_proto(self.pb2, await self.sessions.status(sid, tenant))
+
+    async def _delete(self, sid: str, tenant: str) -> Message:
+        await self.sessions.delete(sid, tenant)
+        return self.pb2.DeleteSessionResponse()
+
+    async def _propagate(self, request: Message, tenant: str) -> AsyncIterator[Message]:
+        """Store the request's annotations, start a run, relay its events until its done."""
+        sid, direction = request.session_id, direction_name(self.pb2, request.direction)
+        masks = [(int(a.frame), mask_from_proto(a.mask, f"the mask of frame {a.frame}"))
+                 for a in request.annotations]  # all decoded before any is stored
+        for frame, mask in masks:
+            await self.sessions.annotate(sid, tenant, frame, mask)
+        run = await self.sessions.propagate(sid, tenant, direction)
+        conv = EventConverter(self.pb2, self.sessions, sid, tenant)
+        async for ev in self.sessions.events(sid, tenant, until_done=True):
+            if ev.run != run.id:
+                _check_not_replaced(ev.kind, ev.run, run)
+                continue  # history of earlier runs
+            if ev.kind == "error":
+                raise ExplicitStatus(grpc.StatusCode.INTERNAL, f"propagation run {run.id} failed: {ev.message}")
+            converted = await conv.convert(ev)
+            if converted is not None:
+                yield self.pb2.PropagateResponse(**{converted[0]: converted[1]})
+            if ev.kind == "done":
+                return
+
+
+def _check_not_replaced(kind: str, run_id: int, ours: RunSpec) -> None:
+    """A newer run on the session supersedes ours: its results would be mixed in, so stop."""
+    if kind == "run-started" and run_id > ours.id:
+        raise ExplicitStatus(grpc.StatusCode.ABORTED,
+                             f"propagation run {ours.id} was replaced by run {run_id} on this session")
+
+
+async def start_grpc(runtime: Runtime, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server (Propagation, health, reflection); returns it and the bound port."""
+    pb2, pb2_grpc = load_protos()
+    limit = runtime.settings.max_grpc_message_bytes
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)])
+    pb2_grpc.add_PropagationServicer_to_server(PropagationServicer(runtime, pb2), server)
+    checker = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+    for name in ("", SERVICE_NAME):
+        await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
+    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    reflection.enable_server_reflection(names, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
+        raise ImosError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
+    await server.start()
+    return server, bound
