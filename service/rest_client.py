@@ -52,11 +52,13 @@ class RestClient:
         try:
             _raise_for(self.http.put(f"/v1/sessions/{sid}/masks/{frame}", files={"mask": ("mask.npy", _npy(mask))}))
             _raise_for(self.http.post(f"/v1/sessions/{sid}/propagate", json={"direction": direction}))
+            received = 0
             for ev in self.events(sid):
                 if ev.get("event") == "error":
                     raise InvalidInput(str(ev.get("message")))
                 if ev.get("event") == "frame" and progress is not None:
-                    progress(int(ev.get("published", 0)), int(ev.get("total") or len(frames)))
+                    received += 1  # "published" counts per pass; the client wants the total
+                    progress(received, int(ev.get("total") or len(frames)))
             r = self.http.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"})
             _raise_for(r)
             return list(np.load(io.BytesIO(r.content)))
