@@ -76,6 +76,8 @@ class Worker:
         ttl = self.settings.lease_ttl_s
         if not await self.records.store.lease_acquire(lease, self.id, ttl):
             return  # its holder re-checks for new work after releasing
+        if self.metrics is not None:
+            self.metrics.active_sessions.inc()
         try:
             await self._advance(sid)
         except NotFound:
@@ -84,6 +86,8 @@ class Worker:
             meta = await self.records.meta(sid)
             await self.records.publish(sid, Event("error", meta.run.id if meta.run else 0, message=str(exc)))
         finally:
+            if self.metrics is not None:
+                self.metrics.active_sessions.dec()
             await self.records.store.lease_release(lease, self.id)
         if await self.has_work(sid):
             await enqueue(self.records, sid)

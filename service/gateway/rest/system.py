@@ -37,6 +37,10 @@ async def metrics(rt: Runtime = Depends(runtime)) -> Response:
         rt.metrics.queue_depth.set(await rt.store.queue_depth(rt.records.jobs))
     except StoreUnavailable:
         pass
+    if rt.engine is not None and rt.engine.stages.device.type == "cuda":
+        import torch
+
+        rt.metrics.device_memory.set(torch.cuda.memory_allocated(rt.engine.stages.device))
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")
 
 
