@@ -12,14 +12,31 @@ from service.cli.common import Progress, add_repo_arg, default_model, parse_sets
 from service.engine.loader import BACKENDS, load_engine
 from service.engine.propagate import DIRECTIONS, FrameResult
 from service.errors import InvalidInput
-from service.io.images import read_frames, read_mask, write_masks
+from service.cli.inputs import add_input_args, read_annotation, read_options, read_volume
+from service.engine.propagate import Propagator
+from service.io.images import write_masks
+from service.io.medical.volume import Volume
+from service.io.outputs import encode_results, parse_names
+
+FORMATS_CLI = ("png", "npy", "seg", "nifti", "rle")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="propagate one annotated mask through every frame")
-    p.add_argument("input", type=Path, help="folder of PNG/JPEG frames (name order) or a .npy T x H x W(x3)")
-    p.add_argument("--mask", type=Path, required=True, help="index PNG or .npy (H x W, 0 = background)")
-    p.add_argument("--frame", type=int, required=True, help="index of the annotated frame")
+    p.add_argument("input", type=Path, nargs="?", default=None,
+                   help="DICOM series (folder/zip), NIfTI, video (mp4/avi/mov), PNG/JPEG folder or zip, or .npy")
+    p.add_argument("--mask", type=Path, required=True,
+                   help="index PNG or .npy (H x W), NIfTI labelmap or DICOM SEG labelling one slice")
+    p.add_argument("--frame", type=int, default=None, help="annotated frame (implied by a NIfTI/SEG mask)")
+    p.add_argument("--format", choices=FORMATS_CLI, default="png",
+                   help="png: OUTDIR/00000.png...; npy, seg (DICOM input), nifti (NIfTI input), rle: one file in OUTDIR")
+    p.add_argument("--labels", default=None, help="object names, e.g. 1=Liver,2=Tumour (SEG and RLE outputs)")
+    p.add_argument("--preview", action="store_true", help="also write OUTDIR/preview.gif and contact_sheet.png")
+    p.add_argument("--dicomweb", default=None, help="DICOMweb root URL of a PACS to pull the series from")
+    p.add_argument("--study", default=None, help="StudyInstanceUID (with --dicomweb)")
+    p.add_argument("--series", default=None, help="SeriesInstanceUID (with --dicomweb)")
+    p.add_argument("--store", action="store_true", help="store the DICOM SEG back into the PACS (with --dicomweb)")
+    add_input_args(p)
     p.add_argument("--direction", choices=DIRECTIONS, default="both")
     p.add_argument("--model", default=None, help="model name in the repository (default: the bundled one)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
@@ -37,28 +54,77 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    frames = read_frames(args.input)
-    mask = read_mask(args.mask)
+    volume = _volume(args)
+    mask, frame = read_annotation(args.mask, volume, args.frame)
+    args.frame = frame
     if args.server:
-        return run_remote(args, frames, mask)
-    engine = load_engine(repo_root(args), args.model or default_model(), args.backend, args.device, args.precision)
-    prop = engine.propagator(parse_sets(args.set))
-    progress = Progress(len(frames) if args.direction == "both" else _count(len(frames), args), "segment",
-                        args.quiet)
+        labels = run_remote(args, volume.frames, mask)
+        model = "remote:1"
+    else:
+        engine = load_engine(repo_root(args), args.model or default_model(), args.backend, args.device,
+                             args.precision)
+        labels, probs = _propagate(engine.propagator(parse_sets(args.set)), volume.frames, mask, args)
+        if args.save_probs is not None:
+            args.save_probs.mkdir(parents=True, exist_ok=True)
+            np.save(args.save_probs / "probs.npy", probs)
+        model = engine.model_id
+    written = write_outputs(args, volume, labels, model)
+    print(f"wrote {written} (model {model})")
+    return 0
+
+
+def _volume(args: argparse.Namespace) -> Volume:
+    if args.dicomweb:
+        if not (args.study and args.series):
+            raise InvalidInput("--dicomweb needs --study and --series")
+        from service.pacs import pull_series
+
+        return pull_series(args.dicomweb, args.study, args.series, read_options(args))
+    if args.input is None:
+        raise InvalidInput("give an INPUT path, or --dicomweb URL --study UID --series UID")
+    return read_volume(args.input, args)
+
+
+def _propagate(prop: Propagator, frames: list[np.ndarray], mask: np.ndarray,
+               args: argparse.Namespace) -> tuple[list[np.ndarray], np.ndarray]:
+    total = len(frames) if args.direction == "both" else _count(len(frames), args)
+    progress = Progress(total, "segment", args.quiet)
     results: dict[int, FrameResult] = {}
     for res in prop.run(frames, mask, args.frame, args.direction):
         results[res.index] = res
         progress.advance()
-    labels, probs = assemble(results, len(frames))
-    write_masks(args.output, labels)
-    if args.save_probs is not None:
-        args.save_probs.mkdir(parents=True, exist_ok=True)
-        np.save(args.save_probs / "probs.npy", probs)
-    print(f"wrote {len(labels)} masks to {args.output} (model {engine.model_id}, backend {engine.stages.name})")
-    return 0
+    return assemble(results, len(frames))
 
 
-def run_remote(args: argparse.Namespace, frames: list[np.ndarray], mask: np.ndarray) -> int:
+def write_outputs(args: argparse.Namespace, volume: Volume, labels: list[np.ndarray], model: str) -> str:
+    """Write the chosen format (and previews) into OUTDIR; store the SEG in the PACS when asked."""
+    out: Path = args.output
+    out.mkdir(parents=True, exist_ok=True)
+    names = parse_names(args.labels)
+    if args.format == "png":
+        write_masks(out, labels)
+        what = f"{len(labels)} masks to {out}"
+    else:
+        enc = encode_results(args.format, labels, volume, names, model)
+        target = out / f"masks{enc.suffix}"
+        target.write_bytes(enc.data)
+        what = str(target)
+        if args.store and args.dicomweb and args.format == "seg":
+            from service.pacs import store_instances
+
+            store_instances(args.dicomweb, [enc.data])
+            what += " (stored in the PACS)"
+    if args.store and args.format != "seg":
+        raise InvalidInput("--store sends a DICOM SEG: use it with --format seg")
+    if args.preview:
+        from service.io.medical.preview import contact_sheet, overlay_gif
+
+        (out / "preview.gif").write_bytes(overlay_gif(volume.frames, labels, fps=volume.fps or 10.0))
+        (out / "contact_sheet.png").write_bytes(contact_sheet(volume.frames, labels))
+    return what
+
+
+def run_remote(args: argparse.Namespace, frames: list[np.ndarray], mask: np.ndarray) -> list[np.ndarray]:
     """Client mode: the same inputs and outputs, computed by a running service."""
     if args.save_probs is not None:
         raise InvalidInput("--save-probs is only available locally: the service returns masks, not probabilities")
@@ -84,9 +150,7 @@ def run_remote(args: argparse.Namespace, frames: list[np.ndarray], mask: np.ndar
         from service.client import segment_remote
 
         labels = segment_remote(args.server, frames, mask, args.frame, args.direction, settings, on_progress)
-    write_masks(args.output, labels)
-    print(f"wrote {len(labels)} masks to {args.output} (server {args.server})")
-    return 0
+    return labels
 
 
 def _count(n: int, args: argparse.Namespace) -> int:

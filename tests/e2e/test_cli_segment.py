@@ -64,7 +64,7 @@ def test_segment_npy_input_and_clear_errors(tmp_path: Path, capsys: pytest.Captu
     np.save(tmp_path / "bad.npy", mask[:20])
     assert main(["segment", str(tmp_path / "f.npy"), "--mask", str(tmp_path / "bad.npy"), "--frame", "0",
                  "--quiet", "-o", str(tmp_path / "o2")]) == 2
-    assert "mask is 20x56 but the frames are 40x56" in capsys.readouterr().err
+    assert "the mask is 20x56; the frames are 40x56" in capsys.readouterr().err
     assert main(["segment", str(tmp_path / "f.npy"), "--mask", str(tmp_path / "m.npy"), "--frame", "0",
                  "--quiet", "--model", "nope", "-o", str(tmp_path / "o3")]) == 3
     assert main(["segment", str(tmp_path / "f.npy"), "--mask", str(tmp_path / "m.npy"), "--frame", "0",

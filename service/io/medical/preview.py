@@ -20,7 +20,7 @@ def overlay(frame: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.nd
     if frame.shape[:2] != labels.shape:
         raise InvalidMask(f"labels {labels.shape} do not match the frame {frame.shape[:2]}")
     rgb = np.repeat(frame[..., None], 3, axis=2) if frame.ndim == 2 else frame
-    colours = _PALETTE[np.asarray(labels) % 256]
+    colours = _PALETTE[np.asarray(labels, dtype=np.int64) % 256]
     inside = labels > 0
     out = rgb.astype(np.float32)
     out[inside] = (1 - alpha) * out[inside] + alpha * colours[inside]

@@ -1,0 +1,66 @@
+"""Encoding a sequence's results in the format a caller asked for (CLI and REST share this)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from service.errors import InvalidInput
+from service.io.medical.volume import Volume
+from service.io.sequence import encode_npy, encode_png_zip
+from service.sessions.codec import encode_labels
+
+FORMATS = ("png-zip", "npy", "seg", "nifti", "rle")
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    media_type: str
+    suffix: str
+
+
+def encode_results(fmt: str, labels: Sequence[np.ndarray], volume: Volume | None = None,
+                   names: Mapping[int, str] | None = None, model: str = "imos:1") -> Encoded:
+    """labels: one index mask [H, W] per frame -> bytes in format fmt.
+
+    seg needs a DICOM volume (its source instances), nifti a NIfTI one (its affine).
+    """
+    if fmt == "png-zip":
+        return Encoded(encode_png_zip([encode_labels(m) for m in labels]), "application/zip", ".zip")
+    if fmt == "npy":
+        return Encoded(encode_npy(np.stack(labels)), "application/octet-stream", ".npy")
+    if fmt == "rle":
+        from service.io.medical.rle import coco_json
+
+        return Encoded(coco_json(list(labels), names), "application/json", ".json")
+    if fmt == "seg":
+        if volume is None or volume.dicom is None:
+            raise InvalidInput("DICOM SEG output needs a DICOM input series; use png-zip, npy, nifti or rle")
+        from service.io.medical.seg import write_seg
+
+        name, _, version = model.partition(":")
+        seg = write_seg(volume, list(labels), name, version or "1", names)
+        return Encoded(seg.data, "application/dicom", ".dcm")
+    if fmt == "nifti":
+        if volume is None or volume.nifti is None:
+            raise InvalidInput("NIfTI output needs a NIfTI input (its affine); use seg, png-zip, npy or rle")
+        from service.io.medical.nifti import write_labelmap
+
+        return Encoded(write_labelmap(volume, list(labels)), "application/gzip", ".nii.gz")
+    raise InvalidInput(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def parse_names(text: str | None) -> dict[int, str]:
+    """'1=Liver,2=Tumour' -> {1: 'Liver', 2: 'Tumour'}."""
+    out: dict[int, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip().isdigit():
+            raise InvalidInput(f"object names look like 1=Liver,2=Tumour; got {part!r}")
+        out[int(key)] = value.strip()
+    return out
