@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from service.errors import InvalidInput, InvalidMask
+from service.errors import InvalidMask
 from service.io.medical.detect import ReadOptions, load_annotation, load_volume
-from service.io.medical.intensity import IntensityOptions
+from service.io.read_options import window_options
 from service.io.medical.volume import Volume
 
 
@@ -18,16 +18,7 @@ def add_input_args(p: argparse.ArgumentParser) -> None:
 
 
 def read_options(args: argparse.Namespace) -> ReadOptions:
-    window = args.window
-    if window is None:
-        return ReadOptions(axis=args.axis)
-    if "," in window:
-        try:
-            level, width = (float(v) for v in window.split(","))
-        except ValueError:
-            raise InvalidInput(f"--window wants a preset name or LEVEL,WIDTH, got {window!r}") from None
-        return ReadOptions(intensity=IntensityOptions(level=level, width=width), axis=args.axis)
-    return ReadOptions(intensity=IntensityOptions(preset=window), axis=args.axis)
+    return window_options(args.window, args.axis)
 
 
 def read_volume(path: Path, args: argparse.Namespace) -> Volume:

@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.gateway.rest import errors, oneshot, sessions, system
+from service.gateway.rest import dicomweb, errors, oneshot, sessions, system
 from service.runtime import Runtime
 
 
@@ -18,7 +18,7 @@ def create_app(rt: Runtime) -> FastAPI:
                   description="Propagate one annotated mask through a medical video or volume (iMOS / XMem).")
     app.state.runtime = rt
     errors.install(app)
-    for module in (system, sessions, oneshot):
+    for module in (system, sessions, oneshot, dicomweb):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -2,40 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
-from service.errors import ImosError, InvalidInput
-from service.gateway.rest.sessions import masks_response, runtime, tenant
+from service.errors import InvalidInput, InvalidMask
+from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import json_map, read_limited
-from service.io.sequence import decode_mask_upload, decode_sequence
+from service.io.medical.detect import load_annotation, load_volume
+from service.io.medical.volume import ReadLimits
+from service.io.outputs import encode_results
+from service.io.read_options import window_options
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["one-shot"])
 
 
 @router.post("/segment", summary="Propagate one mask through a sequence and return every frame's mask",
-             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {}}}})
-async def segment(sequence: UploadFile = File(..., description="zip of PNG/JPEG frames or .npy"),
-                  mask: UploadFile = File(..., description="index PNG or .npy, H x W"),
-                  frame: int = Form(..., description="index of the annotated frame"),
+             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
+                                          "application/dicom": {}, "application/gzip": {}, "application/json": {}}}})
+async def segment(sequence: UploadFile = File(..., description="DICOM (zip or file), NIfTI, video, zip of PNG/JPEG, .npy"),
+                  mask: UploadFile = File(..., description="index PNG, .npy, NIfTI labelmap or DICOM SEG (one slice)"),
+                  frame: int | None = Form(None, description="annotated frame (implied by a NIfTI/SEG mask)"),
                   direction: str = Form("both", pattern="^(both|forward|backward)$"),
-                  output: str = Form("png-zip", pattern="^(png-zip|npy)$"),
+                  output: str = Form("png-zip", pattern="^(png-zip|npy|seg|nifti|rle)$"),
                   settings: str | None = Form(None, description='JSON of XMem settings, e.g. {"size": 480}'),
+                  labels: str | None = Form(None, description='object names, e.g. {"1": "Liver"}'),
+                  window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),
+                  axis: int | None = Form(None, description="NIfTI voxel axis to slice along"),
                   rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
-    limit = rt.settings.max_request_bytes
-    frames = decode_sequence(await read_limited(sequence, limit, "sequence"), sequence.filename or "sequence",
-                             limit, rt.settings.max_frames)
-    labels = decode_mask_upload(await read_limited(mask, limit, "mask"), mask.filename or "mask")
-    meta = await rt.sessions.create(who, frames, settings=json_map(settings, "settings"))
+    s = rt.settings
+    limits = ReadLimits(s.max_request_bytes, s.max_frames, s.max_frame_pixels)
+    options = dataclasses.replace(window_options(window, axis), limits=limits)
+    volume = load_volume(await read_limited(sequence, s.max_request_bytes, "sequence"), sequence.filename, options=options)
+    ann = load_annotation(await read_limited(mask, s.max_request_bytes, "mask"), volume, mask.filename)
+    if frame is None and ann.frame is None:
+        raise InvalidMask("say which frame the mask annotates (form field 'frame'); an index PNG does not say")
+    if frame is not None and ann.frame is not None and frame != ann.frame:
+        raise InvalidInput(f"frame {frame} disagrees with the mask, which annotates frame {ann.frame}")
+    names = {int(k): v for k, v in json_map(labels, "labels").items() if k.isdigit()}
+    meta = await rt.sessions.create(who, volume.frames, settings=json_map(settings, "settings"))
     try:
-        await rt.sessions.annotate(meta.id, who, frame, labels)
+        await rt.sessions.annotate(meta.id, who, frame if frame is not None else ann.frame, ann.mask)
         await rt.sessions.propagate(meta.id, who, direction)
         async for ev in rt.sessions.events(meta.id, who):
             if ev.kind == "error":
                 raise InvalidInput(ev.message or "propagation failed")
         result = await rt.sessions.all_labels(meta.id, who)
-    except ImosError:
-        raise
     finally:
         await rt.sessions.delete(meta.id, who)
-    return masks_response(result, output, "masks")
+    enc = encode_results(output, result, volume, names, rt.sessions.model)
+    return Response(enc.data, media_type=enc.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="masks{enc.suffix}"'})

@@ -13,6 +13,7 @@ from service.errors import InvalidInput
 from service.gateway.rest.schemas import (FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated,
                                           SessionStatus)
 from service.gateway.rest.uploads import json_map, read_limited
+from service.io.medical.detect import load_volume
 from service.io.sequence import decode_mask_upload, decode_sequence, encode_npy, encode_png_zip
 from service.runtime import Runtime
 from service.sessions.codec import encode_labels
@@ -31,15 +32,14 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.post("", response_model=SessionCreated, status_code=201,
-             summary="Create a session from a sequence (zip of PNG/JPEG frames, or .npy T x H x W[x3])")
+             summary="Create a session from a sequence (DICOM, NIfTI, video, zip of PNG/JPEG, or .npy)")
 async def create_session(sequence: UploadFile | None = File(None), settings: str | None = Form(None),
                          labels: str | None = Form(None), rt: Runtime = Depends(runtime),
                          who: str = Depends(tenant)) -> SessionCreated:
     frames = []
     if sequence is not None:
         data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
-        frames = decode_sequence(data, sequence.filename or "sequence", rt.settings.max_request_bytes,
-                                 rt.settings.max_frames)
+        frames = load_volume(data, sequence.filename).frames
     meta = await rt.sessions.create(who, frames, settings=json_map(settings, "settings"),
                                     labels=json_map(labels, "labels"))
     return SessionCreated(id=meta.id, frames=len(frames))

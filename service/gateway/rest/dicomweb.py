@@ -1,0 +1,63 @@
+"""POST /v1/dicomweb/segment: pull a series from a PACS, propagate, store a DICOM SEG back."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from service.errors import ImosError
+from service.gateway.rest.sessions import runtime, tenant
+from service.gateway.rest.uploads import json_map, read_limited
+from service.io.outputs import parse_names
+from service.io.read_options import window_options
+from service.pacs import resolve
+from service.pacs_job import PacsRequest, fetch_inputs, publish_result, run_pacs_job, summary
+from service.runtime import Runtime
+
+router = APIRouter(prefix="/v1/dicomweb", tags=["pacs"])
+log = logging.getLogger("imos.pacs")
+
+
+@router.post("/segment", summary="Pull a series over WADO-RS, propagate its annotation, STOW-RS a DICOM SEG back")
+async def dicomweb_segment(pacs: str = Form(..., description="configured PACS name or DICOMweb root URL"),
+                           study: str = Form(..., description="StudyInstanceUID"),
+                           series: str = Form(..., description="SeriesInstanceUID"),
+                           frame: int | None = Form(None, description="annotated frame (implied by a SEG/NIfTI mask)"),
+                           mask: UploadFile | None = File(None, description="index PNG, .npy, NIfTI or DICOM SEG"),
+                           annotation_series: str | None = Form(None, description="a SEG series in the PACS"),
+                           direction: str = Form("both", pattern="^(both|forward|backward)$"),
+                           labels: str | None = Form(None, description='object names, e.g. {"1": "Liver"}'),
+                           window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),
+                           store: bool = Form(True, description="store the SEG back in the PACS"),
+                           wait: bool = Form(True, description="false: 202 now, follow the session's events"),
+                           rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
+    names = {int(k): v for k, v in json_map(labels, "labels").items() if k.isdigit()} if labels else {}
+    upload = await read_limited(mask, rt.settings.max_request_bytes, "mask") if mask is not None else None
+    req = PacsRequest(resolve(pacs), study, series, frame, direction, names or parse_names(None),
+                      window_options(window), upload, annotation_series, store)
+    volume, ann, frame_k = await fetch_inputs(req)
+    meta = await rt.sessions.create(who, volume.frames)
+    if wait:
+        try:
+            result = await run_pacs_job(rt, who, req, volume, ann, frame_k, meta.id)
+        finally:
+            await rt.sessions.delete(meta.id, who)
+        return JSONResponse(summary(result))
+    asyncio.create_task(_background(rt, who, req, volume, ann, frame_k, meta.id))
+    return JSONResponse({"session": meta.id, "events": f"/v1/sessions/{meta.id}/events?follow=true"},
+                        status_code=202)
+
+
+async def _background(rt: Runtime, who: str, req: PacsRequest, volume, ann, frame_k: int,  # type: ignore[no-untyped-def]
+                      sid: str) -> None:
+    try:
+        await publish_result(rt, sid, await run_pacs_job(rt, who, req, volume, ann, frame_k, sid))
+    except ImosError as exc:
+        await publish_result(rt, sid, exc)
+    except Exception as exc:  # the task must not die silently
+        log.exception("pacs job failed", extra={"session": sid})
+        await publish_result(rt, sid, RuntimeError("internal error"))
+        del exc

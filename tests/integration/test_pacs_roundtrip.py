@@ -1,0 +1,100 @@
+"""POST /v1/dicomweb/segment against a real Orthanc: the stored SEG equals the engine's masks."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+
+from service.engine.loader import load_engine
+from service.io.medical import DicomWebClient, PacsEndpoint, read_dicom_series
+from service.settings import Settings
+from tests.integration.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc, start_orthanc
+from tests.integration.rest_harness import npy_bytes, parse_sse, rest_client
+from tests.medical_builders import PATIENT_ID, PATIENT_NAME, ct_series, dev_sequence
+
+SEQ = "deeplesion__000001_02_01_008-023"
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
+    if find_orthanc() is None or find_dicomweb_plugin() is None:
+        reason = "Orthanc + DICOMweb plugin not installed (run scripts/install_orthanc.sh)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must install them")
+        pytest.skip(reason)
+    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    server.stop()
+
+
+def _upload(orthanc: OrthancServer, frames: list[np.ndarray]) -> tuple[str, str, list[bytes]]:
+    instances = ct_series(frames)
+    ds = pydicom.dcmread(io.BytesIO(instances[0]))
+    with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
+        c.store(instances)
+    return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), instances
+
+
+def test_pacs_round_trip_seg_equals_engine(orthanc: OrthancServer, embedded_settings: Settings,
+                                           tiny_repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    if not (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dev").is_dir():
+        pytest.skip("../shared/data/dev is not present")
+    frames, masks = dev_sequence(SEQ)
+    frames, masks = frames[:8], masks[:8]
+    k = int(np.argmax([m.sum() for m in masks]))
+    study, series, instances = _upload(orthanc, frames)
+    user, password = orthanc.auth
+    monkeypatch.setenv("IMOS_PACS__MAIN__URL", orthanc.dicomweb)
+    monkeypatch.setenv("IMOS_PACS__MAIN__USERNAME", user)
+    monkeypatch.setenv("IMOS_PACS__MAIN__PASSWORD", password)
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> dict:  # type: ignore[type-arg]
+        async with rest_client(embedded_settings) as (client, _):
+            r = await client.post("/v1/dicomweb/segment", data={
+                "pacs": "main", "study": study, "series": series, "frame": str(k), "labels": '{"1": "Lesion"}',
+                "window": "27.5,255"}, files={"mask": ("m.npy", npy_bytes(masks[k].astype(np.uint8)))})
+            assert r.status_code == 200, r.text
+            bad = await client.post("/v1/dicomweb/segment", data={"pacs": "main", "study": study, "series": series,
+                                    "frame": "0"}, files={"mask": ("m.npy", npy_bytes(np.ones((5, 5), np.uint8)))})
+            assert bad.status_code == 422 and "matches no frame" in bad.json()["detail"]
+            return r.json()  # type: ignore[no-any-return]
+
+    summary = asyncio.run(scenario())
+    assert summary["frames"] == 8 and summary["objects"] == {"1": "Lesion"} and summary["stored"] is True
+    with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
+        stored = c.retrieve_series(study, summary["seg_series_instance_uid"])
+    assert len(stored) == 1  # the failed request stored nothing
+    seg = hd.seg.segread(io.BytesIO(stored[0]))
+    assert seg.SOPInstanceUID == summary["seg_sop_instance_uid"]
+    # the engine run locally on the same input gives the same masks, slice by slice
+    volume = read_dicom_series(instances)
+    engine = load_engine(tiny_repo, "tiny")
+    local = {r.index: r.labels() for r in engine.propagator().run(volume.frames, masks[k], k)}
+    assert volume.dicom is not None
+    # files were uploaded shuffled: frame t is the instance the geometry puts at position t
+    uids = [str(volume.dicom.datasets[volume.dicom.frame_refs[t][0]].SOPInstanceUID) for t in range(8)]
+    for t, uid in enumerate(uids):
+        assert np.array_equal(_seg_frame(seg, uid, volume.shape), local[t] > 0), f"slice {t}"
+    text = caplog.text
+    assert PATIENT_NAME not in text and PATIENT_ID not in text and study not in text
+
+
+def _seg_frame(seg: hd.seg.Segmentation, sop_uid: str, shape: tuple[int, int]) -> np.ndarray:
+    """Binary mask of segment 1 on the source instance sop_uid (empty frames are omitted from a SEG)."""
+    try:
+        arr = seg.get_pixels_by_source_instance(source_sop_instance_uids=[sop_uid], segment_numbers=[1],
+                                                combine_segments=True, ignore_spatial_locations=True)
+    except (KeyError, ValueError, IndexError):
+        return np.zeros(shape, bool)
+    return np.asarray(arr)[0] > 0
