@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from service.errors import ImosError
+from service.errors import ImosError, InvalidInput
 from service.gateway.grpc_convert import (
     EventConverter,
     Message,
@@ -28,6 +28,9 @@ from service.gateway.grpc_convert import (
 from service.gateway.grpc_errors import ExplicitStatus, abort_with, code_for
 from service.gateway.grpc_track import TrackCall
 from service.gateway.protos import load_protos
+from service.io.medical.detect import load_volume
+from service.io.outputs import encode_results
+from service.io.read_options import window_options
 from service.runtime import Runtime
 from service.sessions.model import RunSpec
 
@@ -106,18 +109,37 @@ class PropagationServicer:
     async def DeleteSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
         return await self._unary("DeleteSession", context, self._delete(request.session_id, resolve_tenant(context)))
 
+    async def GetResults(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
+        return await self._unary("GetResults", context, self._results(request, resolve_tenant(context)))
+
     # ------------------------------------------------------------------ use cases
 
     async def _create(self, request: Message, tenant: str) -> Message:
         settings, labels = session_options(request.options, self.served)
         # decoding many frames is CPU work: keep it off the event loop
-        frames = await asyncio.to_thread(
-            lambda: [image_from_proto(im, f"frame {i}") for i, im in enumerate(request.frames)])
+        if request.sequence_file:
+            if request.frames:
+                raise InvalidInput("send frames or sequence_file, not both")
+            options = window_options(request.window or None)
+            frames = (await asyncio.to_thread(load_volume, request.sequence_file,
+                                              request.sequence_filename or None, None, options)).frames
+        else:
+            frames = await asyncio.to_thread(
+                lambda: [image_from_proto(im, f"frame {i}") for i, im in enumerate(request.frames)])
         meta = await self.sessions.create(tenant, frames, settings=settings, labels=labels)
         return self.pb2.CreateSessionResponse(session_id=meta.id, num_frames=len(frames))
 
     async def _get(self, sid: str, tenant: str) -> Message:
         return session_to_proto(self.pb2, await self.sessions.status(sid, tenant))
+
+    async def _results(self, request: Message, tenant: str) -> Message:
+        fmt = request.format or "png-zip"
+        if fmt not in ("png-zip", "npy", "rle"):
+            raise InvalidInput(f"format must be png-zip, npy or rle over gRPC (DICOM SEG and NIfTI need the "
+                               f"source geometry: use REST /v1/segment or /v1/dicomweb/segment), got {fmt!r}")
+        labels = await self.sessions.all_labels(request.session_id, tenant)
+        enc = encode_results(fmt, labels)
+        return self.pb2.GetResultsResponse(data=enc.data, media_type=enc.media_type, filename=f"masks{enc.suffix}")
 
     async def _delete(self, sid: str, tenant: str) -> Message:
         await self.sessions.delete(sid, tenant)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
 
 import grpc
@@ -253,3 +254,38 @@ def test_error_table_both_ways() -> None:
     assert type(from_status(grpc.StatusCode.INVALID_ARGUMENT, "x")) is InvalidInput
     assert type(from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "x")) is TooLarge
     assert type(from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "x")) is ImosError
+
+
+def test_sequence_file_in_and_results_file_out(embedded_settings: Settings) -> None:
+    """CreateSession from one file (a NIfTI volume here) and GetResults as npy / RLE / png-zip."""
+    import json
+    import zipfile
+
+    import nibabel as nib
+
+    frames, masks = _sequence()
+    grey = np.stack([f[..., 0] for f in frames], -1).astype(np.int16)
+
+    async def scenario(s: Served) -> None:
+        pb2 = s.pb2
+        created = await s.stub.CreateSession(pb2.CreateSessionRequest(
+            sequence_file=nib.Nifti1Image(grey, np.eye(4)).to_bytes(), sequence_filename="v.nii"))
+        sid = created.session_id
+        assert created.num_frames == N
+        req = pb2.PropagateRequest(session_id=sid, direction=pb2.DIRECTION_BOTH,
+                                   annotations=[pb2.Annotation(frame=2, mask=pb2.Mask(png=png_bytes(masks[2])))])
+        _ = [r async for r in s.stub.Propagate(req)]
+        npy = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="npy"))
+        assert np.load(io.BytesIO(npy.data)).shape[0] == N and npy.filename == "masks.npy"
+        rle = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="rle"))
+        assert "annotations" in json.loads(rle.data)
+        zipped = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid))
+        assert len(zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()) == N
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="seg"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "DICOM SEG" in err.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.stub.CreateSession(pb2.CreateSessionRequest(sequence_file=b"\x00garbage", sequence_filename="x.mp4"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(_with_server(embedded_settings, scenario))
