@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.cli import manage, roles, segment
+from service.cli import evaluate, manage, roles, segment
 from service.errors import ImosError, NotFound
 
 
@@ -15,6 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.register(sub)
     manage.register(sub)
     roles.register(sub)
+    evaluate.register(sub)
     from service.cli import bench
 
     bench.register(sub)

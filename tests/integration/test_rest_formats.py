@@ -48,6 +48,11 @@ def test_dicom_zip_to_seg_and_nifti_to_nifti(lesion, embedded_settings: Settings
             assert r.status_code == 200, r.text
             seg = hd.seg.segread(io.BytesIO(r.content))
             assert {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}[1] == "Lesion"
+            parts = [("sequence", (f"{i}.dcm", d)) for i, d in enumerate(ct_series(frames))]
+            r = await client.post("/v1/segment", files=[*parts, ("mask", ("m.npy", npy_bytes(masks[k].astype(np.uint8))))],
+                                  data={"frame": str(k), "output": "npy"})
+            assert r.status_code == 200, r.text  # one multipart part per DICOM instance
+            assert np.load(io.BytesIO(r.content)).shape == (6, *masks[k].shape)
             r = await client.post("/v1/segment", files={"sequence": ("ct.nii", nii.getvalue()),
                                                         "mask": ("ann.nii", ann_bytes)}, data={"output": "nifti"})
             assert r.status_code == 200, r.text

@@ -6,7 +6,7 @@ import dataclasses
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
-from service.errors import InvalidInput, InvalidMask
+from service.errors import InvalidInput, InvalidMask, TooLarge
 from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import json_map, read_limited
 from service.io.medical.detect import load_annotation, load_volume
@@ -21,7 +21,8 @@ router = APIRouter(prefix="/v1", tags=["one-shot"])
 @router.post("/segment", summary="Propagate one mask through a sequence and return every frame's mask",
              responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
                                           "application/dicom": {}, "application/gzip": {}, "application/json": {}}}})
-async def segment(sequence: UploadFile = File(..., description="DICOM (zip or file), NIfTI, video, zip of PNG/JPEG, .npy"),
+async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip, file, or one part per instance), "
+                                                                      "NIfTI, video, zip of PNG/JPEG, .npy"),
                   mask: UploadFile = File(..., description="index PNG, .npy, NIfTI labelmap or DICOM SEG (one slice)"),
                   frame: int | None = Form(None, description="annotated frame (implied by a NIfTI/SEG mask)"),
                   direction: str = Form("both", pattern="^(both|forward|backward)$"),
@@ -34,7 +35,11 @@ async def segment(sequence: UploadFile = File(..., description="DICOM (zip or fi
     s = rt.settings
     limits = ReadLimits(s.max_request_bytes, s.max_frames, s.max_frame_pixels)
     options = dataclasses.replace(window_options(window, axis), limits=limits)
-    volume = load_volume(await read_limited(sequence, s.max_request_bytes, "sequence"), sequence.filename, options=options)
+    parts = [await read_limited(part, s.max_request_bytes, "sequence") for part in sequence]
+    if sum(len(p) for p in parts) > s.max_request_bytes:
+        raise TooLarge(f"the sequence parts exceed {s.max_request_bytes} bytes together")
+    source = parts[0] if len(parts) == 1 else parts
+    volume = load_volume(source, sequence[0].filename if len(parts) == 1 else None, options=options)
     ann = load_annotation(await read_limited(mask, s.max_request_bytes, "mask"), volume, mask.filename)
     if frame is None and ann.frame is None:
         raise InvalidMask("say which frame the mask annotates (form field 'frame'); an index PNG does not say")

@@ -1,0 +1,91 @@
+"""What produces the predictions: a model from the repository, or a baseline (empty, copy, flow).
+
+Every tracker runs one PassPlan at a time and yields (frame index, index mask [H, W]) with the
+ground truth's object ids, for each frame of the plan in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from service.evaluation.passes import PassPlan, compose, with_given
+
+BASELINES = ("empty", "copy", "flow")
+
+
+class Tracker(Protocol):
+    """name: shown in the table and JSON; needs_frames: False lets the runner skip decoding images."""
+
+    name: str
+    needs_frames: bool
+
+    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+        ...
+
+
+class EmptyTracker:
+    """Predicts nothing anywhere: the floor every method should beat."""
+
+    name = "empty"
+    needs_frames = False
+
+    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+        shape = next(iter(plan.prompts.values())).shape
+        for t in plan.order:
+            yield t, np.zeros(shape, np.uint8)
+
+
+class CopyTracker:
+    """Each given object's mask copied unchanged to every later frame of the pass."""
+
+    name = "copy"
+    needs_frames = False
+
+    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+        shape = next(iter(plan.prompts.values())).shape
+        masks: dict[int, np.ndarray] = {}
+        for t in plan.order:
+            if t in plan.prompts:
+                masks = with_given(masks, plan.prompts[t])
+            yield t, compose(masks, shape)
+
+
+class ModelTracker:
+    """A repository model driven through Propagator.start / advance, later prompts as corrections."""
+
+    needs_frames = True
+
+    def __init__(self, repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
+                 overrides: Mapping[str, str | int | bool] | None = None) -> None:
+        from service.engine.loader import load_engine  # torch is heavy: only when a model is asked for
+
+        self.engine = load_engine(repo_root, name, backend, device)
+        self.propagator = self.engine.propagator(overrides)
+        self.name = self.engine.model_id
+
+    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+        assert frames is not None
+        start = plan.order[0]
+        state, res = self.propagator.start(frames[start], plan.prompts[start], start, plan.direction, len(frames))
+        yield start, res.labels()
+        for t in plan.order[1:]:
+            state, res = self.propagator.advance(state, frames[t], plan.prompts.get(t))
+            yield t, res.labels()
+
+
+def make_tracker(name: str, repo_root: Path, backend: str = "torch", device: str = "cpu",
+                 overrides: Mapping[str, str | int | bool] | None = None) -> Tracker:
+    """A baseline when ``name`` is one of BASELINES, else the named repository model."""
+    if name == "empty":
+        return EmptyTracker()
+    if name == "copy":
+        return CopyTracker()
+    if name == "flow":
+        from service.evaluation.flow import FlowTracker
+
+        return FlowTracker()
+    return ModelTracker(repo_root, name, backend, device, overrides)
