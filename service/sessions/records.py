@@ -27,6 +27,11 @@ class SessionRecords:
     def jobs(self) -> str:
         return f"{self.prefix}:jobs"
 
+    @property
+    def active(self) -> str:
+        """Sessions with a run that is not finished: what workers watch for orphaned work."""
+        return f"{self.prefix}:active"
+
     async def touch(self, sid: str) -> None:
         """Refresh the TTL of every part (sessions expire when idle, not while used)."""
         await self.store.expire([self.key(sid, p) for p in PARTS if p != "lease"], self.ttl_s)
@@ -61,8 +66,14 @@ class SessionRecords:
     async def annotations(self, sid: str) -> dict[int, bytes]:
         return {int(k): v for k, v in (await self.store.hgetall(self.key(sid, "masks"))).items()}
 
-    async def put_result(self, sid: str, frame: int, run: int, png: bytes) -> None:
-        await self.store.hset(self.key(sid, "results"), str(frame), pack_result(run, png))
+    async def publish_result(self, sid: str, frame: int, run: int, png: bytes, event: Event) -> str:
+        """Store a frame's mask and announce it atomically."""
+        return await self.store.hset_and_xadd(self.key(sid, "results"), str(frame), pack_result(run, png),
+                                              self.key(sid, "events"), event.fields())
+
+    async def result_run(self, sid: str, frame: int) -> int | None:
+        got = await self.result(sid, frame)
+        return None if got is None else got[0]
 
     async def result(self, sid: str, frame: int) -> tuple[int, bytes] | None:
         raw = await self.store.hget(self.key(sid, "results"), str(frame))
@@ -93,3 +104,4 @@ class SessionRecords:
 
     async def delete(self, sid: str) -> None:
         await self.store.delete(*[self.key(sid, p) for p in PARTS])
+        await self.store.srem(self.active, sid)

@@ -119,6 +119,7 @@ class SessionService:
 
     async def _new_run(self, meta: SessionMeta, run: RunSpec) -> None:
         await self._set_run(meta, run)
+        await self.records.store.sadd(self.records.active, meta.id)
         await self.records.publish(meta.id, Event("run-started", run.id, total=run.num_frames))
         await enqueue(self.records, meta.id)
 

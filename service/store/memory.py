@@ -22,6 +22,7 @@ class MemoryStore:
         self._seq = itertools.count(1)
         self._pending: dict[str, dict[str, tuple[str, float, dict[str, bytes]]]] = {}
         self._queues: dict[str, OrderedDict[str, dict[str, bytes]]] = {}
+        self._sets: dict[str, set[str]] = {}
 
     def _alive(self, key: str) -> bool:
         deadline = self._deadline.get(key)
@@ -79,6 +80,15 @@ class MemoryStore:
         table[str(n)] = value
         return n
 
+    async def sadd(self, key: str, member: str) -> None:
+        self._sets.setdefault(key, set()).add(member)
+
+    async def srem(self, key: str, member: str) -> None:
+        self._sets.get(key, set()).discard(member)
+
+    async def smembers(self, key: str) -> set[str]:
+        return set(self._sets.get(key, set()))
+
     async def lease_acquire(self, key: str, owner: str, ttl_s: float) -> bool:
         if await self.get(key) is not None:
             return False
@@ -104,6 +114,11 @@ class MemoryStore:
         async with self._changed:
             self._changed.notify_all()
         return entry_id
+
+    async def hset_and_xadd(self, key: str, field: str, value: bytes, stream: str,
+                            fields: dict[str, bytes]) -> str:
+        await self.hset(key, field, value)
+        return await self.xadd(stream, fields)
 
     async def xread(self, stream: str, after: str, block_ms: int, count: int = 100) -> list[StreamEntry]:
         deadline = time.monotonic() + block_ms / 1000

@@ -91,6 +91,18 @@ class RedisStore:
         return int(await self._r.eval(_HAPPEND, 1, key, value))
 
     @_guard
+    async def sadd(self, key: str, member: str) -> None:
+        await self._r.sadd(key, member)
+
+    @_guard
+    async def srem(self, key: str, member: str) -> None:
+        await self._r.srem(key, member)
+
+    @_guard
+    async def smembers(self, key: str) -> set[str]:
+        return {m.decode() for m in await self._r.smembers(key)}
+
+    @_guard
     async def lease_acquire(self, key: str, owner: str, ttl_s: float) -> bool:
         return bool(await self._r.set(key, owner, nx=True, px=int(ttl_s * 1000)))
 
@@ -105,6 +117,15 @@ class RedisStore:
     @_guard
     async def xadd(self, stream: str, fields: dict[str, bytes], maxlen: int = 100_000) -> str:
         return (await self._r.xadd(stream, fields, maxlen=maxlen, approximate=True)).decode()
+
+    @_guard
+    async def hset_and_xadd(self, key: str, field: str, value: bytes, stream: str,
+                            fields: dict[str, bytes]) -> str:
+        async with self._r.pipeline(transaction=True) as pipe:  # MULTI/EXEC: both or neither
+            pipe.hset(key, field, value)
+            pipe.xadd(stream, fields, maxlen=100_000, approximate=True)
+            _, entry_id = await pipe.execute()
+        return entry_id.decode()
 
     @_guard
     async def xread(self, stream: str, after: str, block_ms: int, count: int = 100) -> list[StreamEntry]:

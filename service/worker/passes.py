@@ -75,10 +75,12 @@ async def step_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor) -
         ctx.metrics.frames.labels(cur.direction).inc()
         ctx.metrics.frame_seconds.observe(time.perf_counter() - started)
     if ctx.run.owner(t) == cur.direction:
-        await records.put_result(ctx.sid, t, ctx.run.id, encode_labels(res.labels()))
         cur.published += 1
-        await records.publish(ctx.sid, Event("frame", ctx.run.id, t, cur.direction,
-                                             published=cur.published, total=ctx.run.num_frames))
+        # After a failover the frames since the last checkpoint are recomputed (identically); the
+        # ones the lost worker already published are not announced twice.
+        if await records.result_run(ctx.sid, t) != ctx.run.id:
+            event = Event("frame", ctx.run.id, t, cur.direction, published=cur.published, total=ctx.run.num_frames)
+            await records.publish_result(ctx.sid, t, ctx.run.id, encode_labels(res.labels()), event)
     return res
 
 
@@ -124,7 +126,7 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
                       keep_going: KeepGoing) -> bool:
     """Interleave the passes frame by frame while frames are available.
 
-    keep_going() is called at every checkpoint: CONTINUE; STOP_SAVE (the run was
+    keep_going() is called after every frame: CONTINUE; STOP_SAVE (the run was
     replaced: save every pass so nothing is published twice on resume); or
     STOP_ABANDON (the lease is lost: another worker owns the state now).
     Returns True when every pass is finished.
@@ -140,12 +142,12 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
             progressed = True
             if cur.since_checkpoint >= checkpoint_every:
                 await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
-                verdict = await keep_going()
-                if verdict == STOP_ABANDON:
-                    return False
-                if verdict == STOP_SAVE:
-                    progressed = False
-                    break
+            verdict = await keep_going()  # every frame: a drain or a replaced run stops within one frame
+            if verdict == STOP_ABANDON:
+                return False
+            if verdict == STOP_SAVE:
+                progressed = False
+                break
     for cur in cursors:
         await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
     return all(pass_finished(ctx, c) for c in cursors)

@@ -36,11 +36,16 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Take jobs until stop is set; then finish the jobs in hand."""
+        """Take jobs until stop is set; jobs in hand then checkpoint at the next frame and hand over."""
+        self._stop = stop
         backoff = 0.5
+        next_reclaim = 0.0
         while not stop.is_set():
             try:
                 await self._slots.acquire()
+                if asyncio.get_running_loop().time() >= next_reclaim:
+                    await self._adopt_orphans()
+                    next_reclaim = asyncio.get_running_loop().time() + self.settings.lease_ttl_s / 2
                 job = await self.records.store.job_take(self.records.jobs, self.id, block_ms=500)
                 backoff = 0.5
             except StoreUnavailable:
@@ -57,6 +62,29 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _adopt_orphans(self) -> None:
+        """Re-enqueue active sessions whose lease has lapsed (their worker died mid-run)."""
+        for sid in await self.records.store.smembers(self.records.active):
+            if await self.records.store.get(self.records.key(sid, "lease")) is not None:
+                continue
+            if await self.has_work(sid):
+                log.info("adopting an orphaned session", extra={"session": sid, "worker": self.id})
+                await enqueue(self.records, sid)
+            elif not await self._exists(sid):
+                await self.records.store.srem(self.records.active, sid)
+
+    async def _exists(self, sid: str) -> bool:
+        try:
+            await self.records.meta(sid)
+            return True
+        except NotFound:
+            return False
+
+    @property
+    def stopping(self) -> bool:
+        stop = getattr(self, "_stop", None)
+        return bool(stop is not None and stop.is_set())
 
     async def _handle(self, job_id: str, fields: dict[str, bytes]) -> None:
         try:
@@ -108,6 +136,8 @@ class Worker:
                                                          self.settings.lease_ttl_s)
             if not held:
                 return STOP_ABANDON
+            if self.stopping:
+                return STOP_SAVE  # draining: save every pass so another worker continues exactly here
             current = await self.records.meta(sid)
             return CONTINUE if current.run is not None and current.run.id == run.id else STOP_SAVE
 
@@ -117,6 +147,8 @@ class Worker:
             progress = await self.records.progress(sid)
             total = sum(p.published for p in progress.values() if p.run == run.id)
             log.info("run finished", extra={"session": sid, "run": run.id, "worker": self.id, "frames": total})
+            if not ctx.meta.open:
+                await self.records.store.srem(self.records.active, sid)
             await self.records.publish(sid, Event("done", run.id, published=total, total=run.num_frames))
 
     async def has_work(self, sid: str) -> bool:

@@ -1,0 +1,106 @@
+"""Worker failover on real Redis: SIGKILL the worker holding a session mid-propagation; another takes
+it from its last checkpoint. The client sees every frame exactly once and the masks equal an
+uninterrupted run. Five kills at five different frames; then a SIGTERM drain."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import numpy as np
+import redis
+
+from service.bench.synthetic_video import moving_ellipses
+from service.engine.loader import load_engine
+from tests.e2e.procs import free_port, imos_process, wait_ready
+
+N, ANCHOR, SIZE = 48, 24, "448"
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def _start_session(c: httpx.Client, frames: list[np.ndarray], mask: np.ndarray) -> str:
+    sid = c.post("/v1/sessions", files={"sequence": ("f.npy", _npy(np.stack(frames)))},
+                 data={"settings": json.dumps({"size": SIZE})}).json()["id"]
+    c.put(f"/v1/sessions/{sid}/masks/{ANCHOR}", files={"mask": ("m.npy", _npy(mask))}).raise_for_status()
+    c.post(f"/v1/sessions/{sid}/propagate").raise_for_status()
+    return sid
+
+
+def _holder_pid(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        owner = r.get(f"{prefix}:s:{sid}:lease")
+        if owner:
+            return int(owner.decode().split("-")[-2])
+        time.sleep(0.01)
+    raise AssertionError("no worker took the session")
+
+
+def _follow(c: httpx.Client, sid: str, kill_at: int | None, on_kill) -> list[int]:  # type: ignore[no-untyped-def]
+    frames: list[int] = []
+    with c.stream("GET", f"/v1/sessions/{sid}/events") as resp:
+        for line in resp.iter_lines():
+            if line.startswith("data: "):
+                ev = json.loads(line[6:])
+                if ev["kind"] == "frame":
+                    frames.append(ev["frame"])
+                    if kill_at is not None and len(frames) == kill_at:
+                        on_kill()
+    return frames
+
+
+def test_sigkill_failover_at_five_frames_then_sigterm_drain(tiny_repo: Path, redis_url: str, redis_prefix: str,
+                                                            tmp_path: Path) -> None:
+    frames, masks = moving_ellipses(N, 64, 64, 2)
+    reference = {r.index: r.labels() for r in
+                 load_engine(tiny_repo, "tiny").propagator({"size": SIZE}).run(frames, masks[ANCHOR], ANCHOR)}
+    env = {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
+           "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LEASE_TTL_S": "1.5",
+           "IMOS_CHECKPOINT_EVERY": "4", "IMOS_LOG_JSON": "true"}
+    http = free_port()
+    r = redis.Redis.from_url(redis_url)
+    with ExitStack() as stack:
+        gw = stack.enter_context(imos_process(["gateway", "--http-port", str(http), "--grpc-port", str(free_port())],
+                                              env, tmp_path / "gw.log"))
+        workers: list[subprocess.Popen[bytes]] = []
+
+        def spawn() -> None:
+            workers.append(stack.enter_context(imos_process(["worker"], env, tmp_path / f"w{len(workers)}.log")))
+
+        spawn(), spawn()
+        url = f"http://127.0.0.1:{http}"
+        wait_ready(url, gw, tmp_path / "gw.log")
+        time.sleep(2.0)  # workers load the model
+        with httpx.Client(base_url=url, timeout=120) as c:
+            for kill_at in (2, 9, 17, 26, 40):
+                sid = _start_session(c, frames, masks[ANCHOR])
+                pid = _holder_pid(r, redis_prefix, sid)
+
+                def kill(pid: int = pid) -> None:
+                    os.kill(pid, signal.SIGKILL)
+                    spawn()
+
+                got = _follow(c, sid, kill_at, kill)
+                assert sorted(got) == list(range(N)), f"kill at {kill_at}: {len(got)} events"  # exactly once
+                out = np.load(io.BytesIO(c.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"}).content))
+                for t in range(N):
+                    assert np.array_equal(out[t], reference[t]), f"kill at {kill_at}: frame {t} differs"
+            # SIGTERM: the worker saves its passes within a frame, releases the lease and exits
+            sid = _start_session(c, frames, masks[ANCHOR])
+            pid = _holder_pid(r, redis_prefix, sid)
+            got = _follow(c, sid, 12, lambda: os.kill(pid, signal.SIGTERM))
+            assert sorted(got) == list(range(N))
+            holder = next(w for w in workers if w.pid == pid)
+            assert holder.wait(20) == 0
