@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     max_frames: int = Field(5000, description="frames per session")
     max_frame_pixels: int = Field(4096 * 4096, description="pixels per frame")
     max_request_bytes: int = Field(1 << 30, description="bytes per upload")
+    max_state_bytes: int = Field(256 << 20, description="largest memory checkpoint of one session pass")
     max_grpc_message_bytes: int = Field(64 << 20, description="bytes per gRPC message")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(True, description="structured JSON logs")

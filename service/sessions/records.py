@@ -6,7 +6,7 @@ import numpy as np
 
 from service.engine import state_codec
 from service.engine.state import SessionState
-from service.errors import NotFound
+from service.errors import NotFound, TooLarge
 from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
 from service.sessions.model import Event, PassProgress, SessionMeta
 from service.store.base import Store
@@ -79,8 +79,12 @@ class SessionRecords:
         raw = await self.store.hget(self.key(sid, "results"), str(frame))
         return None if raw is None else unpack_result(raw)
 
-    async def put_state(self, sid: str, direction: str, state: SessionState, fp16: bool = False) -> int:
+    async def put_state(self, sid: str, direction: str, state: SessionState, fp16: bool = False,
+                        limit: int | None = None) -> int:
         data = state_codec.encode(state, fp16=fp16)
+        if limit is not None and len(data) > limit:
+            raise TooLarge(f"the memory state of the {direction} pass is {len(data)} bytes, over the limit of "
+                           f"{limit} (IMOS_MAX_STATE_BYTES); lower size or max_long_term_elements")
         await self.store.hset(self.key(sid, "state"), direction, data)
         return len(data)
 

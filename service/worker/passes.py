@@ -40,6 +40,7 @@ class RunContext:
     available: int
     annotations: dict[int, bytes] = field(default_factory=dict)
     metrics: Metrics | None = None
+    max_state_bytes: int | None = None
 
 
 def pass_finished(ctx: RunContext, cur: PassCursor) -> bool:
@@ -95,7 +96,7 @@ async def checkpoint(records: SessionRecords, ctx: RunContext, cur: PassCursor,
     if cur.state is None:
         return
     started = time.perf_counter()
-    size = await records.put_state(ctx.sid, cur.direction, cur.state)
+    size = await records.put_state(ctx.sid, cur.direction, cur.state, limit=ctx.max_state_bytes)
     if ctx.metrics is not None:
         ctx.metrics.state_bytes.observe(size)
     await records.put_progress(ctx.sid, cur.direction,

@@ -129,7 +129,8 @@ class Worker:
         if all(d in before and before[d].run == run.id and before[d].finished for d in run.passes()):
             return  # already complete: a duplicate job
         ctx = RunContext(sid, meta, run, self.engine.propagator(meta.settings),
-                         await self.records.num_frames(sid), await self.records.annotations(sid), self.metrics)
+                         await self.records.num_frames(sid), await self.records.annotations(sid), self.metrics,
+                         self.settings.max_state_bytes)
 
         async def keep_going() -> str:
             held = await self.records.store.lease_refresh(self.records.key(sid, "lease"), self.id,

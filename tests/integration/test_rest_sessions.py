@@ -134,3 +134,16 @@ def test_models_health_ready_metrics(embedded_settings: Settings) -> None:
             assert (await client.get("/openapi.json")).json()["info"]["title"] == "iMOS Serve"
 
     asyncio.run(scenario())
+
+
+def test_state_over_the_limit_is_a_clear_error(embedded_settings: Settings) -> None:
+    frames, masks = _sequence()
+    small = embedded_settings.model_copy(update={"max_state_bytes": 2000})
+
+    async def scenario() -> None:
+        async with rest_client(small) as (client, _):
+            r = await client.post("/v1/segment", files={"sequence": ("s.npy", npy_bytes(np.stack(frames))),
+                                                        "mask": ("m.npy", npy_bytes(masks[0]))}, data={"frame": "0"})
+            assert r.status_code == 422 and "IMOS_MAX_STATE_BYTES" in r.json()["detail"]
+
+    asyncio.run(scenario())
