@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.auth import KeyRing, load_keyring
 from service.engine.loader import Engine, load_engine
 from service.engine.repo import ModelRepo, default_repo_root
 from service.errors import ImosError
@@ -38,6 +39,7 @@ class Runtime:
     sessions: SessionService
     model: ModelInfo
     metrics: Metrics
+    keys: KeyRing = field(default_factory=KeyRing)
     engine: Engine | None = None
     worker: Worker | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -68,7 +70,8 @@ def build_runtime(settings: Settings, role: str) -> Runtime:
     info = model_info(settings)
     metrics = Metrics()
     rt = Runtime(settings, store, records, SessionService(records, settings, f"{info.name}:{info.version}",
-                                                          info.max_objects), info, metrics)
+                                                          info.max_objects), info, metrics,
+                 keys=load_keyring(settings.api_keys, settings.api_keys_file))
     if role in ("all", "worker"):
         rt.engine = load_engine(settings.model_repo or default_repo_root(), settings.model, settings.backend,
                                 settings.device, settings.precision)

@@ -54,8 +54,11 @@ async def start(settings: Settings, role: str) -> Running:
 
 
 async def _start_http(running: Running, settings: Settings) -> None:
+    tls = {}
+    if settings.tls_cert_file is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
     config = uvicorn.Config(create_app(running.runtime), host=settings.http_host, port=settings.http_port,
-                            log_level="warning", lifespan="off", timeout_graceful_shutdown=5)
+                            log_level="warning", lifespan="off", timeout_graceful_shutdown=5, **tls)
     server = uvicorn.Server(config)
     running._http = server
     running.tasks.append(asyncio.create_task(server.serve()))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import time
 from types import ModuleType
-from typing import AsyncIterator, Awaitable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.auth import KeyRing, bearer
 from service.errors import ImosError, InvalidInput
 from service.gateway.grpc_convert import (
     EventConverter,
@@ -32,15 +33,18 @@ from service.io.medical.detect import load_volume
 from service.io.outputs import encode_results
 from service.io.read_options import window_options
 from service.runtime import Runtime
+from service.settings import Settings
 from service.sessions.model import RunSpec
 
 SERVICE_NAME = "imos.v1.Propagation"
 T = TypeVar("T")
 
 
-def resolve_tenant(context: grpc.aio.ServicerContext) -> str:
-    """The caller's tenant. The one place where authentication (call metadata -> tenant) will go."""
-    return "default"
+def resolve_tenant(context: grpc.aio.ServicerContext, keys: KeyRing) -> str:
+    """The caller's tenant from 'authorization: Bearer <key>' (or 'x-api-key') call metadata."""
+    metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
+    key = bearer(metadata.get("authorization")) or metadata.get("x-api-key")
+    return keys.tenant_for(key if isinstance(key, str) else None)
 
 
 class PropagationServicer:
@@ -57,11 +61,12 @@ class PropagationServicer:
         self.rt.metrics.requests.labels("grpc", route, code.name).inc()
         self.rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
 
-    async def _unary(self, route: str, context: grpc.aio.ServicerContext, work: Awaitable[T]) -> T:
-        """Run one unary handler: map domain errors to statuses, count the request."""
+    async def _unary(self, route: str, context: grpc.aio.ServicerContext,
+                     work: Callable[[str], Awaitable[T]]) -> T:
+        """Run one unary handler for the caller's tenant: map domain errors to statuses, count the request."""
         started, code = time.perf_counter(), grpc.StatusCode.OK
         try:
-            return await work
+            return await work(resolve_tenant(context, self.rt.keys))
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise
@@ -72,11 +77,11 @@ class PropagationServicer:
             self._observe(route, code, started)
 
     async def _stream(self, route: str, context: grpc.aio.ServicerContext,
-                      items: AsyncIterator[Message]) -> AsyncIterator[Message]:
+                      items: Callable[[str], AsyncIterator[Message]]) -> AsyncIterator[Message]:
         """The streaming counterpart of _unary."""
         started, code = time.perf_counter(), grpc.StatusCode.OK
         try:
-            async for item in items:
+            async for item in items(resolve_tenant(context, self.rt.keys)):
                 yield item
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
@@ -92,25 +97,28 @@ class PropagationServicer:
     # grpc.aio drives streaming handlers that are async generator functions, hence the re-yield
     async def Track(self, requests: AsyncIterator[Message],
                     context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-        call = TrackCall(self.pb2, self.sessions, resolve_tenant(context), self.served, self.rt.model.max_objects)
-        async for item in self._stream("Track", context, call.responses(requests)):
+        def track(tenant: str) -> AsyncIterator[Message]:
+            call = TrackCall(self.pb2, self.sessions, tenant, self.served, self.rt.model.max_objects)
+            return call.responses(requests)
+
+        async for item in self._stream("Track", context, track):
             yield item
 
     async def Propagate(self, request: Message, context: grpc.aio.ServicerContext) -> AsyncIterator[Message]:
-        async for item in self._stream("Propagate", context, self._propagate(request, resolve_tenant(context))):
+        async for item in self._stream("Propagate", context, lambda t: self._propagate(request, t)):
             yield item
 
     async def CreateSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        return await self._unary("CreateSession", context, self._create(request, resolve_tenant(context)))
+        return await self._unary("CreateSession", context, lambda t: self._create(request, t))
 
     async def GetSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        return await self._unary("GetSession", context, self._get(request.session_id, resolve_tenant(context)))
+        return await self._unary("GetSession", context, lambda t: self._get(request.session_id, t))
 
     async def DeleteSession(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        return await self._unary("DeleteSession", context, self._delete(request.session_id, resolve_tenant(context)))
+        return await self._unary("DeleteSession", context, lambda t: self._delete(request.session_id, t))
 
     async def GetResults(self, request: Message, context: grpc.aio.ServicerContext) -> Message:
-        return await self._unary("GetResults", context, self._results(request, resolve_tenant(context)))
+        return await self._unary("GetResults", context, lambda t: self._results(request, t))
 
     # ------------------------------------------------------------------ use cases
 
@@ -188,8 +196,21 @@ async def start_grpc(runtime: Runtime, host: str, port: int) -> tuple[grpc.aio.S
     names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        credentials = server_credentials(runtime.settings)
+        address = f"{host}:{port}"
+        bound = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     except RuntimeError as exc:  # grpc's way of saying the address is taken or invalid
         raise ImosError(f"cannot listen for gRPC on {host}:{port}: {exc}") from None
     await server.start()
     return server, bound
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS from the configured PEM files; with a client CA, clients must present a certificate (mTLS)."""
+    if settings.tls_cert_file is None:
+        return None
+    if settings.tls_key_file is None:
+        raise ImosError("IMOS_TLS_CERT_FILE needs IMOS_TLS_KEY_FILE")
+    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+    ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)

@@ -38,7 +38,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ImosError)
     async def _domain(request: Request, exc: ImosError) -> JSONResponse:
         code = status_for(exc)
-        headers = {"Retry-After": "5"} if code == 503 else None
+        headers = {"Retry-After": "5"} if code == 503 else ({"WWW-Authenticate": "Bearer"} if code == 401 else None)
         detail = str(exc) if code < 500 or code == 503 else "internal error"
         if code >= 500 and code != 503:
             log.error("request failed", extra={"route": request.url.path, "error": type(exc).__name__})

@@ -9,6 +9,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
 from fastapi.responses import StreamingResponse
 
+from service.auth import bearer
 from service.errors import InvalidInput
 from service.gateway.rest.schemas import (FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated,
                                           SessionStatus)
@@ -24,8 +25,9 @@ def runtime(request: Request) -> Runtime:
 
 
 def tenant(request: Request) -> str:
-    """The caller's tenant; one place for authentication to resolve it."""
-    return str(getattr(request.state, "tenant", "default"))
+    """The caller's tenant from its API key (401 without a valid one when keys are configured)."""
+    rt: Runtime = request.app.state.runtime
+    return rt.keys.tenant_for(bearer(request.headers.get("authorization")))
 
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])

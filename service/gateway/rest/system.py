@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.errors import StoreUnavailable
 from service.gateway.rest.schemas import ModelOut, ModelsOut
-from service.gateway.rest.sessions import runtime
+from service.auth import bearer
+from service.gateway.rest.sessions import runtime, tenant
 from service.runtime import Runtime
 
 router = APIRouter(tags=["system"])
@@ -31,8 +32,10 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
-async def metrics(rt: Runtime = Depends(runtime)) -> Response:
+@router.get("/metrics", summary="Prometheus metrics (API key required when IMOS_METRICS_REQUIRE_KEY)")
+async def metrics(request: Request, rt: Runtime = Depends(runtime)) -> Response:
+    if rt.settings.metrics_require_key:
+        rt.keys.tenant_for(bearer(request.headers.get("authorization")))
     try:
         rt.metrics.queue_depth.set(await rt.store.queue_depth(rt.records.jobs))
     except StoreUnavailable:
@@ -45,7 +48,7 @@ async def metrics(rt: Runtime = Depends(runtime)) -> Response:
 
 
 @router.get("/v1/models", response_model=ModelsOut, tags=["models"], summary="The model this service runs")
-async def models(rt: Runtime = Depends(runtime)) -> ModelsOut:
+async def models(rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> ModelsOut:
     m = rt.model
     return ModelsOut(models=[ModelOut(name=m.name, version=m.version, trained=m.trained, description=m.description,
                                       max_objects=m.max_objects, architecture=m.architecture)])
