@@ -13,7 +13,7 @@ class ImosError(Exception):
 
 
 class InvalidInput(ImosError):
-    """The caller sent something malformed or inconsistent (HTTP 400/422)."""
+    """The caller sent something malformed or inconsistent (HTTP 400)."""
 
 
 class InvalidMask(InvalidInput):

@@ -1,4 +1,4 @@
-"""REST one-shot with medical formats: DICOM zip -> SEG, NIfTI -> NIfTI, and a clear 422 for a mismatch."""
+"""REST one-shot with medical formats: DICOM zip -> SEG, NIfTI -> NIfTI, and a clear 400 for a mismatch."""
 
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def test_dicom_zip_to_seg_and_nifti_to_nifti(lesion, embedded_settings: Settings
             r = await client.post("/v1/segment", files={"sequence": ("ct.nii", nii.getvalue()),
                                                         "mask": ("m.npy", npy_bytes(np.ones((3, 3), np.uint8)))},
                                   data={"frame": "0"})
-            assert r.status_code == 422 and "matches no frame" in r.json()["detail"]
+            assert r.status_code == 400 and "matches no frame" in r.json()["detail"]
             r = await client.post("/v1/segment", files={"sequence": ("ct.nii", nii.getvalue()),
                                                         "mask": ("ann.nii", ann_bytes)}, data={"output": "seg"})
-            assert r.status_code == 422 and "DICOM SEG output needs a DICOM input" in r.json()["detail"]
+            assert r.status_code == 400 and "DICOM SEG output needs a DICOM input" in r.json()["detail"]
 
     asyncio.run(scenario())

@@ -100,22 +100,22 @@ def test_bad_input_is_4xx_naming_the_problem(embedded_settings: Settings) -> Non
         async with rest_client(small) as (client, _):
             sid = (await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))})).json()["id"]
             r = await client.put(f"/v1/sessions/{sid}/masks/0", files={"mask": ("m.npy", npy_bytes(masks[:20]))})
-            assert r.status_code == 422 and "mask is 20x48 but the frames are 48x48" in r.json()["detail"]
+            assert r.status_code == 400 and "mask is 20x48 but the frames are 48x48" in r.json()["detail"]
             r = await client.put(f"/v1/sessions/{sid}/masks/9", files={"mask": ("m.npy", npy_bytes(masks))})
-            assert r.status_code == 422 and "frame 9 is outside" in r.json()["detail"]
+            assert r.status_code == 400 and "frame 9 is outside" in r.json()["detail"]
             r = await client.post(f"/v1/sessions/{sid}/propagate")
             assert r.status_code == 409 and "no annotated frame" in r.json()["detail"]
             assert (await client.get("/v1/sessions/nope")).status_code == 404
             r = await client.post("/v1/sessions", files={"sequence": ("x.png", b"\x89PNG garbage")})
-            assert r.status_code == 422 and "x.png" in r.json()["detail"]
+            assert r.status_code == 400 and "x.png" in r.json()["detail"]
             r = await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))},
                                   data={"settings": '{"topk": 3}'})
-            assert r.status_code == 422 and "unknown setting 'topk'" in r.json()["detail"]
+            assert r.status_code == 400 and "unknown setting 'topk'" in r.json()["detail"]
             big = np.zeros((4, 200, 300), np.uint8)
             r = await client.post("/v1/sessions", files={"sequence": ("big.npy", npy_bytes(big))})
             assert r.status_code == 413
             r = await client.put(f"/v1/sessions/{sid}/masks/0", files={"mask": ("m.npy", npy_bytes(np.zeros((48, 48), np.uint8)))})
-            assert r.status_code == 422 and "empty" in r.json()["detail"]
+            assert r.status_code == 400 and "empty" in r.json()["detail"]
 
     asyncio.run(scenario())
 
@@ -144,6 +144,6 @@ def test_state_over_the_limit_is_a_clear_error(embedded_settings: Settings) -> N
         async with rest_client(small) as (client, _):
             r = await client.post("/v1/segment", files={"sequence": ("s.npy", npy_bytes(np.stack(frames))),
                                                         "mask": ("m.npy", npy_bytes(masks[0]))}, data={"frame": "0"})
-            assert r.status_code == 422 and "IMOS_MAX_STATE_BYTES" in r.json()["detail"]
+            assert r.status_code == 400 and "IMOS_MAX_STATE_BYTES" in r.json()["detail"]
 
     asyncio.run(scenario())

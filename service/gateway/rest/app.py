@@ -10,11 +10,16 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.gateway.rest import dicomweb, errors, oneshot, sessions, system
+from service.gateway.rest.schemas import ErrorOut
 from service.runtime import Runtime
 
 
 def create_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="iMOS Serve", version="0.1.0",
+    errors_doc = {code: {"model": ErrorOut, "description": text} for code, text in (
+        (400, "bad input; detail names the problem"), (401, "missing or invalid API key"),
+        (404, "unknown, deleted or expired session (or another tenant's)"), (409, "wrong session state"),
+        (413, "too large"), (503, "session store unreachable; retry after Retry-After seconds"))}
+    app = FastAPI(title="iMOS Serve", version="0.1.0", responses=errors_doc,  # type: ignore[arg-type]
                   description="Propagate one annotated mask through a medical video or volume (iMOS / XMem).")
     app.state.runtime = rt
     errors.install(app)

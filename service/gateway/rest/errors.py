@@ -6,6 +6,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import (BackendUnavailable, CheckpointError, Conflict, ImosError, InvalidInput, ModelError,
                             NotFound, PermissionDenied, StateError, StoreUnavailable, TooLarge)
@@ -15,7 +16,7 @@ log = logging.getLogger("imos.rest")
 # Most specific first: the first matching class wins.
 STATUS_TABLE: tuple[tuple[type[ImosError], int], ...] = (
     (TooLarge, 413),
-    (InvalidInput, 422),
+    (InvalidInput, 400),
     (NotFound, 404),
     (Conflict, 409),
     (PermissionDenied, 401),
@@ -35,6 +36,12 @@ def status_for(exc: ImosError) -> int:
 
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework errors (unparsable multipart, unknown route) get the same body shape as ours.
+        return JSONResponse({"error": "BadRequest" if exc.status_code == 400 else "HTTPError",
+                             "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(ImosError)
     async def _domain(request: Request, exc: ImosError) -> JSONResponse:
         code = status_for(exc)
