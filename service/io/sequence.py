@@ -9,6 +9,7 @@ import numpy as np
 
 from service.errors import InvalidFrames, InvalidMask, TooLarge
 from service.io.images import IMAGE_SUFFIXES, decode_image, decode_mask
+from service.io.safezip import ZIP_ERRORS
 
 _ZIP, _NPY = b"PK\x03\x04", b"\x93NUMPY"
 
@@ -33,7 +34,7 @@ def _from_zip(data: bytes, name: str, max_bytes: int, max_frames: int) -> list[n
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = sorted((i for i in archive.infolist() if not i.is_dir() and _is_image(i.filename)),
                        key=lambda i: i.filename)
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise InvalidFrames(f"{name} is not a readable zip: {exc}") from None
     if not infos:
         raise InvalidFrames(f"{name} holds no PNG/JPEG frames")
@@ -46,7 +47,7 @@ def _from_zip(data: bytes, name: str, max_bytes: int, max_frames: int) -> list[n
     for info in infos:
         try:
             raw = archive.read(info)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             raise InvalidFrames(f"{name}: cannot read {info.filename}: {exc}") from None
         frames.append(decode_image(raw, info.filename))
     return frames

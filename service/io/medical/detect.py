@@ -27,6 +27,7 @@ from service.io.medical.seg_annotation import is_seg, read_seg_annotation
 from service.io.medical.video import looks_like_video, read_video
 from service.io.medical.volume import DEFAULT_LIMITS, Annotation, ReadLimits, Volume
 from service.io.sequence import decode_mask_upload, decode_sequence
+from service.io.safezip import ZIP_ERRORS
 
 VolumeFormat = Literal["dicom", "nifti", "video", "images"]
 AnnotationFormat = Literal["png", "npy", "nifti", "seg"]
@@ -64,7 +65,7 @@ def _zip_kind(data: bytes) -> VolumeFormat:
             with archive.open(info) as member:
                 if looks_like_dicom(member.read(132)):
                     return "dicom"
-    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise InvalidFrames(f"the zip is not readable ({type(exc).__name__})") from None
     if any(i.filename.lower().endswith(IMAGE_SUFFIXES) for i in infos):
         return "images"

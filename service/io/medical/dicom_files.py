@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from service.errors import InvalidFrames, TooLarge
 from service.io.medical.privacy import guard_library_logs
 from service.io.medical.volume import ReadLimits
+from service.io.safezip import ZIP_ERRORS
 
 DICM_OFFSET = 128
 _SKIP_NAMES = ("DICOMDIR", "DICOMDIR.", "__MACOSX")
@@ -65,7 +66,7 @@ def instances_from_zip(data: bytes, limits: ReadLimits) -> list[bytes]:
         archive = zipfile.ZipFile(io.BytesIO(data))
         infos = sorted((i for i in archive.infolist() if _wanted(i.filename) and not i.is_dir()),
                        key=lambda i: i.filename)
-    except (zipfile.BadZipFile, ValueError) as exc:
+    except ZIP_ERRORS as exc:
         raise InvalidFrames(f"the zip is not readable ({type(exc).__name__})") from None
     if sum(i.file_size for i in infos) > limits.max_bytes:  # from the directory, before decompressing
         raise TooLarge(f"the zip unpacks to more than {limits.max_bytes} bytes")
@@ -73,7 +74,7 @@ def instances_from_zip(data: bytes, limits: ReadLimits) -> list[bytes]:
     for position, info in enumerate(infos, start=1):
         try:
             blob = archive.read(info)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        except ZIP_ERRORS as exc:
             raise InvalidFrames(f"zip member {position} is unreadable ({type(exc).__name__})") from None
         if looks_like_dicom(blob):
             blobs.append(blob)

@@ -1,0 +1,72 @@
+"""Periodic dev-subset evaluation of the network being trained, through service.evaluation.
+
+Dev data is used for model selection only: the evaluator reads frames to score predictions and
+never hands anything back to the training loop but numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.engine.backends.torch_backend import TorchStages
+from service.engine.nn.network import ImosNet
+from service.engine.propagate import Propagator
+from service.engine.spec import MemoryConfig
+from service.evaluation.passes import PassPlan
+from service.evaluation.runner import Options, evaluate, prepare
+
+
+class NetTracker:
+    """An in-memory network driven exactly like a repository model (evaluation.trackers.ModelTracker)."""
+
+    needs_frames = True
+
+    def __init__(self, net: ImosNet, memory: MemoryConfig, device: str, name: str) -> None:
+        stages = TorchStages(net, device=device)
+        self.propagator = Propagator(stages, memory, name, net.spec.max_objects)
+        self.name = name
+
+    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+        assert frames is not None
+        start = plan.order[0]
+        state, res = self.propagator.start(frames[start], plan.prompts[start], start, plan.direction, len(frames))
+        yield start, res.labels()
+        for t in plan.order[1:]:
+            state, res = self.propagator.advance(state, frames[t], plan.prompts.get(t))
+            yield t, res.labels()
+
+
+class DevEvaluator:
+    """Scores a copy of the network on ROOT's sequences matching ``pattern`` at shorter side ``size``."""
+
+    def __init__(self, root: Path, pattern: str | None, size: int, protocols: tuple[str, ...], device: str) -> None:
+        self.root = Path(root)
+        self.options = Options(protocols=protocols, pattern=pattern)
+        self.jobs = prepare(self.root, self.options)
+        self.memory = MemoryConfig(size=size)
+        self.device = device
+
+    def __call__(self, net: ImosNet, step: int) -> dict[str, Any]:
+        """{"step", "score" (mean overall J&F over protocols), "protocols": {name: {J&F, J, F,
+        datasets: {name: J&F}}}, "sequences", "seconds"}."""
+        start = time.perf_counter()
+        tracker = NetTracker(copy.deepcopy(net).eval(), self.memory, self.device, f"train@{step}")
+        result = evaluate(self.root, tracker, self.options, self.jobs)
+        protocols = {}
+        for name, summary in result.summaries.items():
+            protocols[name] = {"J&F": _num(summary.overall.jf), "J": _num(summary.overall.j),
+                               "F": _num(summary.overall.f),
+                               "datasets": {d: _num(m.jf) for d, m in summary.datasets.items()}}
+        score = float(np.mean([p["J&F"] for p in protocols.values()]))
+        return {"step": step, "score": round(score, 4), "protocols": protocols, "sequences": len(self.jobs),
+                "size": self.memory.size, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def _num(x: float) -> float:
+    return round(float(x), 4) if np.isfinite(x) else float("nan")
