@@ -24,6 +24,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_repo_arg(e)
     e.set_defaults(func=run_engine)
 
+    ld = kinds.add_parser("load", help="concurrent sessions over REST and gRPC against a running service")
+    ld.add_argument("--server", required=True, help="REST base URL, e.g. http://127.0.0.1:8000")
+    ld.add_argument("--grpc", default=None, help="gRPC HOST:PORT; odd sessions use Track when given")
+    ld.add_argument("--sessions", type=int, default=16)
+    ld.add_argument("--frames", type=int, default=100)
+    ld.add_argument("--size", type=int, default=64, help="frame height and width of the generated sequences")
+    ld.add_argument("--set", action="append", metavar="NAME=VALUE")
+    ld.add_argument("--json", type=Path, default=None)
+    ld.set_defaults(func=run_load_cmd)
+
 
 def run_engine(args: argparse.Namespace) -> int:
     from service.bench.engine import machine, run_isolated
@@ -40,3 +50,16 @@ def run_engine(args: argparse.Namespace) -> int:
         args.json.write_text(text)
     print(text)
     return 0
+
+
+def run_load_cmd(args: argparse.Namespace) -> int:
+    from service.bench.load import run_load
+    from service.cli.common import parse_sets
+
+    report = {"bench": "load", **run_load(args.server, args.grpc, args.sessions, args.frames, args.size,
+                                          parse_sets(args.set))}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0 if not report["errors"] else 1

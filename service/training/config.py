@@ -132,6 +132,7 @@ class TrainConfig:
     amp: bool = False
     resolution: int = 128
     batch_size: int = 4
+    workers: int = 0
     num_objects: int = 3
     ref_frames: int = 3
     deep_update_prob: float = 0.2

@@ -8,12 +8,12 @@ largest object count among them; ``valid`` marks the real objects.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from service.engine.preprocess import image_tensor, plan_geometry
 from service.training.clips import RawClip, sequence_clip
@@ -108,12 +108,28 @@ class ClipSampler:
 
 
 class TrainingClips(IterableDataset):  # type: ignore[type-arg]
-    """The batches of steps [start, stop) in order; iterate in the main process (no workers)."""
+    """The batches of steps [start, stop). In a DataLoader with N workers, worker w makes steps
+    start + w, start + w + N, ...; the loader's round-robin order then yields them in step order."""
 
     def __init__(self, sampler: ClipSampler, start: int, stop: int) -> None:
         super().__init__()
         self.sampler, self.start, self.stop = sampler, start, stop
 
     def __iter__(self) -> Iterator[ClipBatch]:
-        for step in range(self.start, self.stop):
+        info = get_worker_info()
+        offset, stride = (0, 1) if info is None else (info.id, info.num_workers)
+        for step in range(self.start + offset, self.stop, stride):
             yield self.sampler.batch(step)
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # N workers x all cores each would starve the training process
+
+
+def batches(sampler: ClipSampler, start: int, stop: int, workers: int) -> Iterable[ClipBatch]:
+    """Batches of steps [start, stop) in order: made in this process (workers = 0) or by workers."""
+    clips = TrainingClips(sampler, start, stop)
+    if workers <= 0:
+        return clips
+    return DataLoader(clips, batch_size=None, num_workers=workers, worker_init_fn=_worker_init,
+                      prefetch_factor=2, persistent_workers=False)

@@ -22,7 +22,7 @@ from service.engine.nn.network import ImosNet
 from service.training import checkpoints
 from service.training.checkpoints import Snapshot
 from service.training.config import OptimConfig, TrainConfig
-from service.training.data import ClipBatch, ClipSampler
+from service.training.data import ClipBatch, ClipSampler, batches
 from service.training.forward import clip_forward
 from service.training.logbook import Logbook
 from service.training.losses import LossTerms, bootstrap_p, clip_loss
@@ -129,20 +129,22 @@ def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: boo
     snap = start_state(job, opt, resume, log)
     history, best, wall = list(snap.history), snap.best, snap.wall
     total = cfg.total_iterations
-    for step in range(snap.step, total):
-        started = time.perf_counter()
+    clock = time.perf_counter()
+    for step, batch in zip(range(snap.step, total), batches(sampler, snap.step, total, cfg.workers)):
         _set_lr(opt, cfg.optim.lr * lr_factor(step, total, cfg.optim))
-        batch = sampler.batch(step).to(job.device)
+        batch = batch.to(job.device)
         set_modes(job)
         terms, norm = train_step(job, opt, batch, step)
-        wall += time.perf_counter() - started
+        # seconds per step include making the batch; evaluation and checkpoints only count in wall
         log.step(step, cfg.stage_at(step)[1].name, terms, norm, opt.param_groups[0]["lr"], batch,
-                 time.perf_counter() - started)
+                 time.perf_counter() - clock)
         done = step + 1
         if evaluator is not None and cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == total):
             best = _evaluate(job, evaluator, done, history, best, log)
         if done % cfg.checkpoint_every == 0 or done == total:
-            _checkpoint(job, opt, done, history, best, wall)
+            _checkpoint(job, opt, done, history, best, wall + time.perf_counter() - clock)
+        wall += time.perf_counter() - clock
+        clock = time.perf_counter()
     return _outcome(job, history, best, wall, log)
 
 
