@@ -7,8 +7,8 @@ from pathlib import Path
 
 from service.errors import InvalidMask
 from service.io.medical.detect import ReadOptions, load_annotation, load_volume
-from service.io.read_options import window_options
 from service.io.medical.volume import Volume
+from service.io.read_options import window_options
 
 
 def add_input_args(p: argparse.ArgumentParser) -> None:

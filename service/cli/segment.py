@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from service.cli.common import Progress, add_repo_arg, default_model, parse_sets, repo_root
-from service.engine.loader import BACKENDS, load_engine
-from service.engine.propagate import DIRECTIONS, FrameResult
-from service.errors import InvalidInput
 from service.cli.inputs import add_input_args, read_annotation, read_options, read_volume
-from service.engine.propagate import Propagator
+from service.engine.loader import BACKENDS, load_engine
+from service.engine.propagate import DIRECTIONS, FrameResult, Propagator
+from service.errors import InvalidInput
 from service.io.images import write_masks
 from service.io.medical.volume import Volume
 from service.io.outputs import encode_results, parse_names

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from service.engine.checkpoint import build_network
 from service.engine.nn.network import ImosNet
-from service.engine.synthetic import synthetic_for
 from service.engine.spec import MemoryConfig, ModelSpec
+from service.engine.synthetic import synthetic_for
 from service.errors import ModelError, NotFound
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")

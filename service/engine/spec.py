@@ -8,7 +8,7 @@ XMem's own setting names so that users can pass them unchanged.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from service.errors import InvalidInput, ModelError

@@ -33,8 +33,8 @@ from service.io.medical.detect import load_volume
 from service.io.outputs import encode_results
 from service.io.read_options import window_options
 from service.runtime import Runtime
-from service.settings import Settings
 from service.sessions.model import RunSpec
+from service.settings import Settings
 
 SERVICE_NAME = "imos.v1.Propagation"
 T = TypeVar("T")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,11 +26,13 @@ def scores_summary(outcome: Outcome) -> dict[str, Any]:
 
 def provenance(outcome: Outcome, data: Sequence[Path], command: str, device: str, extra: dict[str, Any],
                data_summary: dict[str, int]) -> dict[str, Any]:
-    """The provenance block of model.yaml."""
-    return {"command": command, "data": [str(Path(d).resolve()) for d in data], "data_summary": data_summary,
+    """The provenance block of model.yaml (plain YAML types only: a JSON round trip drops tuples
+    and str subclasses such as torch's version string)."""
+    block = {"command": command, "data": [str(Path(d).resolve()) for d in data], "data_summary": data_summary,
             "steps": outcome.steps, "wall_time_s": round(outcome.wall, 1), "device": device,
             "torch": torch.__version__, "python": platform.python_version(), "final_losses": outcome.losses,
             "dev_subset": scores_summary(outcome), **extra}
+    return json.loads(json.dumps(block, default=str))
 
 
 def write_entry(repo_root: Path, name: str, spec: ModelSpec, outcome: Outcome, description: str,

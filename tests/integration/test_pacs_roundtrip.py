@@ -18,7 +18,7 @@ from service.engine.loader import load_engine
 from service.io.medical import DicomWebClient, PacsEndpoint, read_dicom_series
 from service.settings import Settings
 from tests.integration.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc, start_orthanc
-from tests.integration.rest_harness import npy_bytes, parse_sse, rest_client
+from tests.integration.rest_harness import npy_bytes, rest_client
 from tests.medical_builders import PATIENT_ID, PATIENT_NAME, ct_series, dev_sequence
 
 SEQ = "deeplesion__000001_02_01_008-023"

@@ -15,8 +15,7 @@ pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs onnxrun
 import onnx  # noqa: E402
 
 from service.engine.backends.onnx_backend import OnnxStages  # noqa: E402
-from service.engine.backends.onnx_export import (STAGE_IO, export_is_current, export_onnx,  # noqa: E402
-                                                 weights_sha256)
+from service.engine.backends.onnx_export import STAGE_IO, export_is_current, export_onnx, weights_sha256  # noqa: E402
 from service.engine.backends.torch_backend import TorchStages  # noqa: E402
 from service.engine.nn.network import ImosNet  # noqa: E402
 from service.engine.spec import BackboneSpec, ModelSpec  # noqa: E402

@@ -6,8 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from service.engine.nn.blocks import (FeatureFusionBlock, GConv2d, GroupResBlock, downsample_area, flat,
-                                      gru_update, unflat, upsample2)
+from service.engine.nn.blocks import (
+    FeatureFusionBlock,
+    GConv2d,
+    GroupResBlock,
+    downsample_area,
+    flat,
+    gru_update,
+    unflat,
+    upsample2,
+)
 from service.engine.spec import ModelSpec
 
 

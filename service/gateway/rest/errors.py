@@ -8,8 +8,19 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import (BackendUnavailable, CheckpointError, Conflict, ImosError, InvalidInput, ModelError,
-                            NotFound, PermissionDenied, StateError, StoreUnavailable, TooLarge)
+from service.errors import (
+    BackendUnavailable,
+    CheckpointError,
+    Conflict,
+    ImosError,
+    InvalidInput,
+    ModelError,
+    NotFound,
+    PermissionDenied,
+    StateError,
+    StoreUnavailable,
+    TooLarge,
+)
 
 log = logging.getLogger("imos.rest")
 

@@ -11,8 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from service.auth import bearer
 from service.errors import InvalidInput
-from service.gateway.rest.schemas import (FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated,
-                                          SessionStatus)
+from service.gateway.rest.schemas import FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated, SessionStatus
 from service.gateway.rest.uploads import json_map, read_limited
 from service.io.medical.detect import load_volume
 from service.io.sequence import decode_mask_upload, decode_sequence, encode_npy, encode_png_zip

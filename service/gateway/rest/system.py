@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.auth import bearer
 from service.errors import StoreUnavailable
 from service.gateway.rest.schemas import ModelOut, ModelsOut
-from service.auth import bearer
 from service.gateway.rest.sessions import runtime, tenant
 from service.runtime import Runtime
 

@@ -26,8 +26,8 @@ from service.io.medical.nifti import GZIP_MAGIC, looks_like_nifti, read_labelmap
 from service.io.medical.seg_annotation import is_seg, read_seg_annotation
 from service.io.medical.video import looks_like_video, read_video
 from service.io.medical.volume import DEFAULT_LIMITS, Annotation, ReadLimits, Volume
-from service.io.sequence import decode_mask_upload, decode_sequence
 from service.io.safezip import ZIP_ERRORS
+from service.io.sequence import decode_mask_upload, decode_sequence
 
 VolumeFormat = Literal["dicom", "nifti", "video", "images"]
 AnnotationFormat = Literal["png", "npy", "nifti", "seg"]
