@@ -24,6 +24,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_repo_arg(e)
     e.set_defaults(func=run_engine)
 
+    sb = kinds.add_parser("state", help="memory-state bytes (fp32/fp16) and checkpoint cost vs frame time")
+    sb.add_argument("--model", default=None)
+    sb.add_argument("--size", type=int, default=480)
+    sb.add_argument("--frames", type=int, default=30)
+    sb.add_argument("--objects", type=int, default=1)
+    sb.add_argument("--json", type=Path, default=None)
+    add_repo_arg(sb)
+    sb.set_defaults(func=run_state_cmd)
+
     ld = kinds.add_parser("load", help="concurrent sessions over REST and gRPC against a running service")
     ld.add_argument("--server", required=True, help="REST base URL, e.g. http://127.0.0.1:8000")
     ld.add_argument("--grpc", default=None, help="gRPC HOST:PORT; odd sessions use Track when given")
@@ -63,3 +72,15 @@ def run_load_cmd(args: argparse.Namespace) -> int:
         args.json.write_text(text)
     print(text)
     return 0 if not report["errors"] else 1
+
+
+def run_state_cmd(args: argparse.Namespace) -> int:
+    from service.bench.state import measure_state
+
+    report = {"bench": "state", **measure_state(repo_root(args), args.model or default_model(), args.size,
+                                                args.frames, args.objects)}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0
