@@ -10,13 +10,12 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Resp
 from fastapi.responses import StreamingResponse
 
 from service.auth import bearer
-from service.errors import InvalidInput
 from service.gateway.rest.schemas import FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated, SessionStatus
 from service.gateway.rest.uploads import json_map, read_limited
 from service.io.medical.detect import load_volume
-from service.io.sequence import decode_mask_upload, decode_sequence, encode_npy, encode_png_zip
+from service.io.outputs import encode_results
+from service.io.sequence import decode_mask_upload
 from service.runtime import Runtime
-from service.sessions.codec import encode_labels
 
 
 def runtime(request: Request) -> Runtime:
@@ -46,12 +45,12 @@ async def create_session(sequence: UploadFile | None = File(None), settings: str
     return SessionCreated(id=meta.id, frames=len(frames))
 
 
-@router.post("/{sid}/frames", response_model=FramesAdded, summary="Append frames (zip, .npy or one image)")
+@router.post("/{sid}/frames", response_model=FramesAdded,
+             summary="Append frames (any sequence format: zip of images, .npy, one image, DICOM, NIfTI, video)")
 async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime = Depends(runtime),
                         who: str = Depends(tenant)) -> FramesAdded:
     data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
-    frames = decode_sequence(data, sequence.filename or "sequence", rt.settings.max_request_bytes,
-                             rt.settings.max_frames)
+    frames = load_volume(data, sequence.filename).frames
     first, total = await rt.sessions.append(sid, who, frames)
     return FramesAdded(first=first, frames=total)
 
@@ -95,22 +94,19 @@ async def events(sid: str, after: str = Query("0", description="resume after thi
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/{sid}/masks", summary="All masks: zip of index PNGs (png-zip) or .npy (T x H x W)",
-            responses={200: {"content": {"application/zip": {}, "application/octet-stream": {}}}})
-async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy)$"),
+@router.get("/{sid}/masks", summary="All masks: zip of index PNGs (png-zip), .npy (T x H x W) or COCO RLE JSON (rle)",
+            responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
+                                         "application/json": {}}}})
+async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle)$"),
                     rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
     labels = await rt.sessions.all_labels(sid, who)
     return masks_response(labels, format, f"{sid}-masks")
 
 
 def masks_response(labels: list[np.ndarray], fmt: str, stem: str) -> Response:
-    if fmt == "npy":
-        return Response(encode_npy(np.stack(labels)), media_type="application/octet-stream",
-                        headers={"Content-Disposition": f'attachment; filename="{stem}.npy"'})
-    if fmt != "png-zip":
-        raise InvalidInput(f"output must be png-zip or npy, got {fmt!r}")
-    return Response(encode_png_zip([encode_labels(m) for m in labels]), media_type="application/zip",
-                    headers={"Content-Disposition": f'attachment; filename="{stem}.zip"'})
+    enc = encode_results(fmt, labels)
+    return Response(enc.data, media_type=enc.media_type,
+                    headers={"Content-Disposition": f'attachment; filename="{stem}{enc.suffix}"'})
 
 
 @router.get("/{sid}/masks/{frame}", summary="One frame's mask as an index PNG",
