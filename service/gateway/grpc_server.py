@@ -30,10 +30,10 @@ from service.gateway.grpc_errors import ExplicitStatus, abort_with, code_for
 from service.gateway.grpc_track import TrackCall
 from service.gateway.protos import load_protos
 from service.io.medical.detect import load_volume
-from service.io.outputs import encode_results
 from service.io.read_options import window_options
 from service.runtime import Runtime
 from service.sessions.model import RunSpec
+from service.sessions.source import pack_source
 from service.settings import Settings
 
 SERVICE_NAME = "imos.v1.Propagation"
@@ -129,12 +129,14 @@ class PropagationServicer:
             if request.frames:
                 raise InvalidInput("send frames or sequence_file, not both")
             options = window_options(request.window or None)
-            frames = (await asyncio.to_thread(load_volume, request.sequence_file,
-                                              request.sequence_filename or None, None, options)).frames
+            volume = await asyncio.to_thread(load_volume, request.sequence_file,
+                                             request.sequence_filename or None, None, options)
+            frames, source = volume.frames, pack_source(volume)
         else:
+            source = None
             frames = await asyncio.to_thread(
                 lambda: [image_from_proto(im, f"frame {i}") for i, im in enumerate(request.frames)])
-        meta = await self.sessions.create(tenant, frames, settings=settings, labels=labels)
+        meta = await self.sessions.create(tenant, frames, settings=settings, labels=labels, source=source)
         return self.pb2.CreateSessionResponse(session_id=meta.id, num_frames=len(frames))
 
     async def _get(self, sid: str, tenant: str) -> Message:
@@ -142,11 +144,9 @@ class PropagationServicer:
 
     async def _results(self, request: Message, tenant: str) -> Message:
         fmt = request.format or "png-zip"
-        if fmt not in ("png-zip", "npy", "rle"):
-            raise InvalidInput(f"format must be png-zip, npy or rle over gRPC (DICOM SEG and NIfTI need the "
-                               f"source geometry: use REST /v1/segment or /v1/dicomweb/segment), got {fmt!r}")
-        labels = await self.sessions.all_labels(request.session_id, tenant)
-        enc = encode_results(fmt, labels)
+        if fmt not in ("png-zip", "npy", "rle", "seg", "nifti"):
+            raise InvalidInput(f"format must be png-zip, npy, rle, seg or nifti, got {fmt!r}")
+        enc = await self.sessions.results_file(request.session_id, tenant, fmt)
         return self.pb2.GetResultsResponse(data=enc.data, media_type=enc.media_type, filename=f"masks{enc.suffix}")
 
     async def _delete(self, sid: str, tenant: str) -> Message:

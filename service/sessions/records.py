@@ -11,7 +11,7 @@ from service.sessions.codec import decode_frame, encode_frame, pack_result, unpa
 from service.sessions.model import Event, PassProgress, SessionMeta
 from service.store.base import Store
 
-PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease")
+PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease", "source")
 
 
 class SessionRecords:
@@ -105,6 +105,12 @@ class SessionRecords:
     async def events(self, sid: str, after: str, block_ms: int) -> list[Event]:
         entries = await self.store.xread(self.key(sid, "events"), after, block_ms)
         return [Event.parse(eid, f) for eid, f in entries]
+
+    async def put_source(self, sid: str, blob: bytes) -> None:
+        await self.store.set(self.key(sid, "source"), blob, self.ttl_s)
+
+    async def source(self, sid: str) -> bytes | None:
+        return await self.store.get(self.key(sid, "source"))
 
     async def delete(self, sid: str) -> None:
         await self.store.delete(*[self.key(sid, p) for p in PARTS])

@@ -12,9 +12,11 @@ import numpy as np
 from service.engine.spec import MemoryConfig
 from service.engine.validate import check_frame, check_frames, check_mask
 from service.errors import Conflict, InvalidInput, NotFound, TooLarge
+from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
 from service.sessions.model import BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
+from service.sessions.source import unpack_source
 from service.settings import Settings
 from service.worker.runner import enqueue
 
@@ -27,7 +29,8 @@ class SessionService:
         self.model, self.max_objects = model, max_objects
 
     async def create(self, tenant: str, frames: Sequence[np.ndarray], *, stream: bool = False,
-                     settings: dict[str, str] | None = None, labels: dict[str, str] | None = None) -> SessionMeta:
+                     settings: dict[str, str] | None = None, labels: dict[str, str] | None = None,
+                     source: bytes | None = None) -> SessionMeta:
         """A new session holding frames (none yet is fine for a stream)."""
         checked = check_frames(frames) if frames else []
         if not checked and not stream:
@@ -39,6 +42,8 @@ class SessionService:
         meta = SessionMeta(id=uuid.uuid4().hex, tenant=tenant, created=time.time(), height=int(h), width=int(w),
                            model=self.model, settings=overrides, open=stream, labels=dict(labels or {}))
         await self.records.put_meta(meta)
+        if source is not None:
+            await self.records.put_source(meta.id, source)
         for f in checked:
             await self.records.append_frame(meta.id, f)
         return meta
@@ -176,6 +181,20 @@ class SessionService:
             item = raw.get(str(t))
             out.append(decode_labels(unpack_result(item)[1]) if item else np.zeros((meta.height, meta.width), np.uint8))
         return out
+
+    async def results_file(self, sid: str, tenant: str, fmt: str) -> Encoded:
+        """Every frame's mask in fmt; seg and nifti use the geometry kept from a DICOM or NIfTI upload."""
+        labels = await self.all_labels(sid, tenant)
+        volume = None
+        if fmt in ("seg", "nifti"):
+            blob = await self.records.source(sid)
+            if blob is None:
+                raise InvalidInput(f"{fmt} output needs a session created from a "
+                                   f"{'DICOM series' if fmt == 'seg' else 'NIfTI volume'}")
+            volume = unpack_source(blob, labels)
+        meta = await self.records.meta(sid, tenant)
+        names = {int(k): v for k, v in meta.labels.items() if str(k).isdigit()}
+        return encode_results(fmt, labels, volume, names, self.model)
 
     async def delete(self, sid: str, tenant: str) -> None:
         await self.records.meta(sid, tenant)

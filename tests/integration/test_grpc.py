@@ -281,9 +281,14 @@ def test_sequence_file_in_and_results_file_out(embedded_settings: Settings) -> N
         assert "annotations" in json.loads(rle.data)
         zipped = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid))
         assert len(zipfile.ZipFile(io.BytesIO(zipped.data)).namelist()) == N
+        nii = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="nifti"))
+        out = nib.Nifti1Image.from_bytes(__import__("gzip").decompress(nii.data))
+        # frames are shown in radiological view; the labelmap goes back onto the voxel grid
+        assert out.shape == grey.shape
+        assert np.array_equal(np.asarray(out.dataobj)[..., 2] > 0, masks[2][::-1, ::-1].T > 0)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="seg"))
-        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "DICOM SEG" in err.value.details()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "DICOM" in err.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await s.stub.CreateSession(pb2.CreateSessionRequest(sequence_file=b"\x00garbage", sequence_filename="x.mp4"))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -68,3 +68,27 @@ def test_dicom_zip_to_seg_and_nifti_to_nifti(lesion, embedded_settings: Settings
             assert r.status_code == 400 and "DICOM SEG output needs a DICOM input" in r.json()["detail"]
 
     asyncio.run(scenario())
+
+
+def test_sessions_keep_geometry_for_seg_and_nifti(lesion, embedded_settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    frames, masks, k = lesion
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, data in enumerate(ct_series(frames)):
+            zf.writestr(f"s/{i}.dcm", data)
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, _):
+            sid = (await client.post("/v1/sessions", files={"sequence": ("ct.zip", buf.getvalue())},
+                                     data={"labels": '{"1": "Lesion"}'})).json()["id"]
+            await client.put(f"/v1/sessions/{sid}/masks/{k}", files={"mask": ("m.npy", npy_bytes(masks[k].astype(np.uint8)))})
+            await client.post(f"/v1/sessions/{sid}/propagate")
+            _ = (await client.get(f"/v1/sessions/{sid}/events")).text
+            r = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "seg"})
+            assert r.status_code == 200, r.text
+            seg = hd.seg.segread(io.BytesIO(r.content))
+            assert {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}[1] == "Lesion"
+            r = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "nifti"})
+            assert r.status_code == 400 and "NIfTI" in r.json()["detail"]
+
+    asyncio.run(scenario())

@@ -13,9 +13,9 @@ from service.auth import bearer
 from service.gateway.rest.schemas import FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated, SessionStatus
 from service.gateway.rest.uploads import json_map, read_limited
 from service.io.medical.detect import load_volume
-from service.io.outputs import encode_results
 from service.io.sequence import decode_mask_upload
 from service.runtime import Runtime
+from service.sessions.source import pack_source
 
 
 def runtime(request: Request) -> Runtime:
@@ -36,12 +36,14 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 async def create_session(sequence: UploadFile | None = File(None), settings: str | None = Form(None),
                          labels: str | None = Form(None), rt: Runtime = Depends(runtime),
                          who: str = Depends(tenant)) -> SessionCreated:
-    frames = []
+    frames: list[np.ndarray] = []
+    source = None
     if sequence is not None:
         data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
-        frames = load_volume(data, sequence.filename).frames
+        volume = load_volume(data, sequence.filename)
+        frames, source = volume.frames, pack_source(volume)
     meta = await rt.sessions.create(who, frames, settings=json_map(settings, "settings"),
-                                    labels=json_map(labels, "labels"))
+                                    labels=json_map(labels, "labels"), source=source)
     return SessionCreated(id=meta.id, frames=len(frames))
 
 
@@ -94,19 +96,15 @@ async def events(sid: str, after: str = Query("0", description="resume after thi
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/{sid}/masks", summary="All masks: zip of index PNGs (png-zip), .npy (T x H x W) or COCO RLE JSON (rle)",
+@router.get("/{sid}/masks", summary="All masks: png-zip, npy (T x H x W), rle (COCO JSON), seg (DICOM SEG, for a "
+            "session made from a DICOM series) or nifti (for a NIfTI volume)",
             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
-                                         "application/json": {}}}})
-async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle)$"),
+                                         "application/json": {}, "application/dicom": {}, "application/gzip": {}}}})
+async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle|seg|nifti)$"),
                     rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
-    labels = await rt.sessions.all_labels(sid, who)
-    return masks_response(labels, format, f"{sid}-masks")
-
-
-def masks_response(labels: list[np.ndarray], fmt: str, stem: str) -> Response:
-    enc = encode_results(fmt, labels)
+    enc = await rt.sessions.results_file(sid, who, format)
     return Response(enc.data, media_type=enc.media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{stem}{enc.suffix}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{sid}-masks{enc.suffix}"'})
 
 
 @router.get("/{sid}/masks/{frame}", summary="One frame's mask as an index PNG",
