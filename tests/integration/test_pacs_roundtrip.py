@@ -98,3 +98,28 @@ def _seg_frame(seg: hd.seg.Segmentation, sop_uid: str, shape: tuple[int, int]) -
     except (KeyError, ValueError, IndexError):
         return np.zeros(shape, bool)
     return np.asarray(arr)[0] > 0
+
+
+def test_cli_dicomweb_pull_and_store(orthanc: OrthancServer, tiny_repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                     tmp_path: Path) -> None:
+    from service.cli.main import main
+
+    if not (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dev").is_dir():
+        pytest.skip("../shared/data/dev is not present")
+    frames, masks = dev_sequence(SEQ)
+    frames, masks = frames[:6], masks[:6]
+    k = int(np.argmax([m.sum() for m in masks]))
+    study, series, _ = _upload(orthanc, frames)
+    user, password = orthanc.auth
+    monkeypatch.setenv("IMOS_PACS__MAIN__URL", orthanc.dicomweb)
+    monkeypatch.setenv("IMOS_PACS__MAIN__USERNAME", user)
+    monkeypatch.setenv("IMOS_PACS__MAIN__PASSWORD", password)
+    np.save(tmp_path / "m.npy", masks[k].astype(np.uint8))
+    out = tmp_path / "out"
+    assert main(["segment", "--dicomweb", "main", "--study", study, "--series", series, "--mask", str(tmp_path / "m.npy"),
+                 "--frame", str(k), "--format", "seg", "--store", "--model", "tiny", "--model-repo", str(tiny_repo),
+                 "--quiet", "-o", str(out)]) == 0
+    written = pydicom.dcmread(out / "masks.dcm")
+    with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
+        stored = c.retrieve_series(study, str(written.SeriesInstanceUID))
+    assert [pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID for b in stored] == [written.SOPInstanceUID]
