@@ -42,22 +42,24 @@ async def start(settings: Settings, role: str) -> Running:
     rt = build_runtime(settings, role)
     running = Running(rt)
     if role in ("all", "gateway"):
-        await _start_http(running, settings)
+        await _start_http(running, settings, health_only=False)
         from service.gateway.grpc_server import start_grpc
 
         running._grpc, running.grpc_port = await start_grpc(rt, settings.http_host, settings.grpc_port)
     if rt.worker is not None:
+        if role == "worker" and settings.http_port >= 0:
+            await _start_http(running, settings, health_only=True)  # probes and /metrics for the worker
         running.tasks.append(asyncio.create_task(rt.worker.run(rt.stop)))
     log.info("started", extra={"role": role, "http_port": running.http_port, "grpc_port": running.grpc_port,
                                "model": f"{rt.model.name}:{rt.model.version}", "store": type(rt.store).__name__})
     return running
 
 
-async def _start_http(running: Running, settings: Settings) -> None:
+async def _start_http(running: Running, settings: Settings, health_only: bool) -> None:
     tls = {}
     if settings.tls_cert_file is not None:
         tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
-    config = uvicorn.Config(create_app(running.runtime), host=settings.http_host, port=settings.http_port,
+    config = uvicorn.Config(create_app(running.runtime, health_only), host=settings.http_host, port=settings.http_port,
                             log_level="warning", lifespan="off", timeout_graceful_shutdown=5, **tls)
     server = uvicorn.Server(config)
     running._http = server

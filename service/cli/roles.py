@@ -16,10 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("gateway", "REST + gRPC gateway only (needs IMOS_REDIS_URL)"),
                        ("worker", "worker only: runs the model (needs IMOS_REDIS_URL)")):
         p = sub.add_parser(name, help=text)
+        p.add_argument("--http-port", type=int, default=None,
+                       help="REST port (for a worker: its /healthz, /readyz and /metrics; -1 = none)")
         if name != "worker":
-            p.add_argument("--http-port", type=int, default=None)
             p.add_argument("--grpc-port", type=int, default=None)
-            p.add_argument("--host", default=None)
+        p.add_argument("--host", default=None)
         if name != "gateway":
             p.add_argument("--backend", choices=("torch", "onnx", "tensorrt"), default=None)
             p.add_argument("--device", default=None)

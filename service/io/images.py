@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from PIL import Image, UnidentifiedImageError
 from service.errors import InvalidFrames, InvalidMask
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+# What PIL raises on hostile bytes (SyntaxError for broken PNG chunks, struct.error for short headers, ...).
+PIL_ERRORS: tuple[type[BaseException], ...] = (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError,
+                                               struct.error, TypeError, IndexError, Image.DecompressionBombError)
 
 
 def davis_palette() -> list[int]:
@@ -34,7 +38,7 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             return _as_array(im)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except PIL_ERRORS as exc:
         raise InvalidFrames(f"{name} is not a readable image: {exc}") from None
 
 
@@ -83,7 +87,7 @@ def decode_mask(data: bytes, name: str) -> np.ndarray:
                 return np.asarray(im).astype(np.int64)
             if im.mode == "1":
                 return np.asarray(im).astype(np.int64)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except PIL_ERRORS as exc:
         raise InvalidMask(f"{name} is not a readable mask image: {exc}") from None
     raise InvalidMask(f"{name} is a colour image ({im.mode}); a mask must be an index PNG (palette or grey labels)")
 

@@ -93,7 +93,8 @@ class SessionService:
         anchors = tuple(sorted((await self.records.annotations(meta.id)).keys()))
         await self._new_run(meta, RunSpec(self._next_run(meta), BOTH, anchors, stream=True))
 
-    async def propagate(self, sid: str, tenant: str, direction: str = BOTH) -> RunSpec:
+    async def propagate(self, sid: str, tenant: str, direction: str = BOTH,
+                        request_id: str | None = None) -> RunSpec:
         """Start a new run over every annotated frame (earlier results are replaced as it goes)."""
         if direction not in DIRECTIONS:
             raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
@@ -105,7 +106,7 @@ class SessionService:
             raise Conflict("no annotated frame yet: put a mask on a frame first")
         n = await self.records.num_frames(sid)
         run = RunSpec(self._next_run(meta), direction, anchors, stream=False, num_frames=n)
-        await self._new_run(meta, run)
+        await self._new_run(meta, run, request_id)
         return run
 
     async def close_stream(self, sid: str, tenant: str) -> None:
@@ -122,11 +123,11 @@ class SessionService:
     def _next_run(meta: SessionMeta) -> int:
         return (meta.run.id + 1) if meta.run else 1
 
-    async def _new_run(self, meta: SessionMeta, run: RunSpec) -> None:
+    async def _new_run(self, meta: SessionMeta, run: RunSpec, request_id: str | None = None) -> None:
         await self._set_run(meta, run)
         await self.records.store.sadd(self.records.active, meta.id)
         await self.records.publish(meta.id, Event("run-started", run.id, total=run.num_frames))
-        await enqueue(self.records, meta.id)
+        await enqueue(self.records, meta.id, request_id)
 
     async def _set_run(self, meta: SessionMeta, run: RunSpec) -> None:
         await self.records.put_meta(dataclasses.replace(meta, run=run))

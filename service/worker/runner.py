@@ -88,7 +88,8 @@ class Worker:
 
     async def _handle(self, job_id: str, fields: dict[str, bytes]) -> None:
         try:
-            await self.process(fields["session"].decode())
+            rid = fields.get("request_id", b"").decode() or None
+            await self.process(fields["session"].decode(), rid)
         except Exception:  # one bad job must not stop the worker
             log.exception("job failed", extra={"worker": self.id})
         finally:
@@ -98,7 +99,7 @@ class Worker:
                 pass
             self._slots.release()
 
-    async def process(self, sid: str) -> None:
+    async def process(self, sid: str, request_id: str | None = None) -> None:
         """Advance a session while work is available, under its lease."""
         lease = self.records.key(sid, "lease")
         ttl = self.settings.lease_ttl_s
@@ -107,7 +108,7 @@ class Worker:
         if self.metrics is not None:
             self.metrics.active_sessions.inc()
         try:
-            await self._advance(sid)
+            await self._advance(sid, request_id)
         except NotFound:
             return
         except ImosError as exc:
@@ -120,7 +121,7 @@ class Worker:
         if await self.has_work(sid):
             await enqueue(self.records, sid)
 
-    async def _advance(self, sid: str) -> None:
+    async def _advance(self, sid: str, request_id: str | None = None) -> None:
         meta = await self.records.meta(sid)
         if meta.run is None:
             return
@@ -147,7 +148,8 @@ class Worker:
         if finished:
             progress = await self.records.progress(sid)
             total = sum(p.published for p in progress.values() if p.run == run.id)
-            log.info("run finished", extra={"session": sid, "run": run.id, "worker": self.id, "frames": total})
+            log.info("run finished", extra={"session": sid, "run": run.id, "worker": self.id, "frames": total,
+                                            "request_id": request_id})
             if not ctx.meta.open:
                 await self.records.store.srem(self.records.active, sid)
             await self.records.publish(sid, Event("done", run.id, published=total, total=run.num_frames))
@@ -174,5 +176,9 @@ class Worker:
         return False
 
 
-async def enqueue(records: SessionRecords, sid: str) -> None:
-    await records.store.job_push(records.jobs, {"session": sid.encode()})
+async def enqueue(records: SessionRecords, sid: str, request_id: str | None = None) -> None:
+    """A job for the session; the request id (if any) follows it into the worker's logs."""
+    fields = {"session": sid.encode()}
+    if request_id:
+        fields["request_id"] = request_id.encode()
+    await records.store.job_push(records.jobs, fields)

@@ -77,7 +77,8 @@ def test_sigkill_failover_at_five_frames_then_sigterm_drain(tiny_repo: Path, red
         workers: list[subprocess.Popen[bytes]] = []
 
         def spawn() -> None:
-            workers.append(stack.enter_context(imos_process(["worker"], env, tmp_path / f"w{len(workers)}.log")))
+            workers.append(stack.enter_context(imos_process(["worker", "--http-port", "0"], env,
+                                                        tmp_path / f"w{len(workers)}.log")))
 
         spawn(), spawn()
         url = f"http://127.0.0.1:{http}"

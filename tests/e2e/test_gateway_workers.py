@@ -62,10 +62,14 @@ def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: 
            "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LOG_JSON": "true"}
     logs = [tmp_path / f"{name}.log" for name in ("gateway", "worker1", "worker2")]
     gateway = ["gateway", "--http-port", str(http), "--grpc-port", str(free_port())]
-    with imos_process(gateway, env, logs[0]) as gw, imos_process(["worker"], env, logs[1]), \
-            imos_process(["worker"], env, logs[2]):
+    worker_http = free_port()
+    with imos_process(gateway, env, logs[0]) as gw, \
+            imos_process(["worker", "--http-port", str(worker_http)], env, logs[1]) as w1, \
+            imos_process(["worker", "--http-port", "-1"], env, logs[2]):
         url = f"http://127.0.0.1:{http}"
         wait_ready(url, gw, logs[0])
+        wait_ready(f"http://127.0.0.1:{worker_http}", w1, logs[1])  # the worker's own probes
+        assert httpx.post(f"http://127.0.0.1:{worker_http}/v1/segment").status_code == 404  # no client routes
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda s: _one_session(url, s), range(4)))
     for n, n_out, frames in results:
@@ -74,3 +78,7 @@ def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: 
                 for log in logs[1:]]
     assert sum(len(f) for f in finished) == 4
     assert all(len(f) >= 1 for f in finished), "both workers should have taken sessions"
+    gateway_ids = {json.loads(line).get("request_id") for line in logs[0].read_text().splitlines()
+                   if '"route": "/v1/sessions/{sid}/propagate"' in line}
+    worker_ids = {f.get("request_id") for fs in finished for f in fs}
+    assert worker_ids and worker_ids <= gateway_ids  # the request id travels from gateway to worker

@@ -23,7 +23,8 @@ def test_reduced_load_mixed_transports(tiny_repo: Path, redis_url: str, redis_pr
            "IMOS_KEY_PREFIX": redis_prefix, "IMOS_LOG_JSON": "true"}
     gw_args = ["gateway", "--http-port", str(http), "--grpc-port", str(grpc_port)]
     with imos_process(gw_args, env, tmp_path / "gw.log") as gw, \
-            imos_process(["worker"], env, tmp_path / "w1.log") as w1, imos_process(["worker"], env, tmp_path / "w2.log"):
+            imos_process(["worker", "--http-port", "0"], env, tmp_path / "w1.log") as w1, \
+            imos_process(["worker", "--http-port", "-1"], env, tmp_path / "w2.log"):
         url = f"http://127.0.0.1:{http}"
         wait_ready(url, gw, tmp_path / "gw.log")
         first = run_load(url, f"127.0.0.1:{grpc_port}", sessions=8, frames=24, size=48)

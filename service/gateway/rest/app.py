@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Awaitable, Callable
@@ -14,7 +15,11 @@ from service.gateway.rest.schemas import ErrorOut
 from service.runtime import Runtime
 
 
-def create_app(rt: Runtime) -> FastAPI:
+log = logging.getLogger("imos.rest")
+
+
+def create_app(rt: Runtime, health_only: bool = False) -> FastAPI:
+    """The REST app; health_only serves /healthz, /readyz and /metrics alone (the worker role's listener)."""
     errors_doc = {code: {"model": ErrorOut, "description": text} for code, text in (
         (400, "bad input; detail names the problem"), (401, "missing or invalid API key"),
         (404, "unknown, deleted or expired session (or another tenant's)"), (409, "wrong session state"),
@@ -23,7 +28,7 @@ def create_app(rt: Runtime) -> FastAPI:
                   description="Propagate one annotated mask through a medical video or volume (iMOS / XMem).")
     app.state.runtime = rt
     errors.install(app)
-    for module in (system, sessions, oneshot, dicomweb):
+    for module in ((system,) if health_only else (system, sessions, oneshot, dicomweb)):
         app.include_router(module.router)
 
     @app.middleware("http")
@@ -38,8 +43,11 @@ def create_app(rt: Runtime) -> FastAPI:
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         rt.metrics.requests.labels("rest", path, str(response.status_code)).inc()
-        rt.metrics.latency.labels("rest", path).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        rt.metrics.latency.labels("rest", path).observe(elapsed)
         response.headers["x-request-id"] = request.state.request_id
+        log.info("request", extra={"request_id": request.state.request_id, "method": request.method,
+                                   "route": path, "status": response.status_code, "ms": round(1000 * elapsed, 1)})
         return response
 
     return app

@@ -67,9 +67,10 @@ async def put_mask(sid: str, frame: int, mask: UploadFile = File(...), rt: Runti
 
 @router.post("/{sid}/propagate", response_model=RunOut, status_code=202,
              summary="Propagate every annotation (again after a correction)")
-async def propagate(sid: str, body: PropagateIn | None = None, rt: Runtime = Depends(runtime),
+async def propagate(request: Request, sid: str, body: PropagateIn | None = None, rt: Runtime = Depends(runtime),
                     who: str = Depends(tenant)) -> RunOut:
-    run = await rt.sessions.propagate(sid, who, (body or PropagateIn()).direction)
+    run = await rt.sessions.propagate(sid, who, (body or PropagateIn()).direction,
+                                      request_id=getattr(request.state, "request_id", None))
     return RunOut(id=run.id, direction=run.direction, anchors=list(run.anchors),  # type: ignore[arg-type]
                   stream=run.stream, num_frames=run.num_frames)
 
