@@ -27,6 +27,7 @@ from service.gateway.grpc_convert import (
     session_to_proto,
 )
 from service.gateway.grpc_errors import ExplicitStatus, abort_with, code_for
+from service.gateway.grpc_register import register
 from service.gateway.grpc_track import TrackCall
 from service.gateway.protos import load_protos
 from service.io.medical.detect import load_volume
@@ -188,7 +189,7 @@ async def start_grpc(runtime: Runtime, host: str, port: int) -> tuple[grpc.aio.S
     limit = runtime.settings.max_grpc_message_bytes
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)])
-    pb2_grpc.add_PropagationServicer_to_server(PropagationServicer(runtime, pb2), server)
+    register(PropagationServicer(runtime, pb2), server, pb2)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     for name in ("", SERVICE_NAME):

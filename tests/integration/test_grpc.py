@@ -294,3 +294,19 @@ def test_sequence_file_in_and_results_file_out(embedded_settings: Settings) -> N
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     asyncio.run(_with_server(embedded_settings, scenario))
+
+
+def test_malformed_protobuf_is_invalid_argument(embedded_settings: Settings) -> None:
+    async def scenario(s: Served) -> None:
+        raw = s.channel.unary_unary("/imos.v1.Propagation/GetSession", request_serializer=None,
+                                    response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await raw(b"\xff\xff\xff\xff garbage")
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "protobuf" in err.value.details()
+        stream = s.channel.stream_stream("/imos.v1.Propagation/Track", request_serializer=None,
+                                         response_deserializer=None)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            _ = [r async for r in stream(iter([b"\x0a\xff\xff\xff"]))]
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    asyncio.run(_with_server(embedded_settings, scenario))
