@@ -115,3 +115,32 @@ def test_grpc_keys_and_tenant_isolation_on_every_rpc(embedded_settings: Settings
 
 async def _drain(stream) -> list:  # type: ignore[no-untyped-def,type-arg]
     return [item async for item in stream]
+
+
+def test_no_phi_in_logs_over_grpc(embedded_settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    """A DICOM series with marker patient data through CreateSession, Propagate and GetResults (seg)."""
+    from service.bench.synthetic_video import moving_ellipses
+    from tests.medical_builders import PATIENT_ID, PATIENT_NAME, ct_series
+
+    frames, masks = moving_ellipses(4, 48, 48, 1)
+    instances = ct_series([f[..., 0] for f in frames])
+    dicom = io.BytesIO()
+    with zipfile.ZipFile(dicom, "w") as zf:
+        for i, data in enumerate(instances):
+            zf.writestr(f"{i}.dcm", data)
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario() -> None:
+        async with grpc_served(embedded_settings) as s:
+            pb2, stub = s.pb2, s.stub
+            sid = (await stub.CreateSession(pb2.CreateSessionRequest(sequence_file=dicom.getvalue(),
+                                                                     sequence_filename="ct.zip"))).session_id
+            ann = [pb2.Annotation(frame=1, mask=pb2.Mask(png=png_bytes(masks[1])))]
+            _ = await _drain(stub.Propagate(pb2.PropagateRequest(session_id=sid, annotations=ann)))
+            seg = await stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="seg"))
+            assert seg.data[128:132] == b"DICM"
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetSession(pb2.GetSessionRequest(session_id="nope"))
+
+    asyncio.run(scenario())
+    assert PATIENT_NAME not in caplog.text and PATIENT_ID not in caplog.text
