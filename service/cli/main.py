@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.cli import evaluate, manage, roles, segment
+from service.cli import evaluate, manage, roles, segment, training
 from service.errors import ImosError, NotFound
 
 
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     manage.register(sub)
     roles.register(sub)
     evaluate.register(sub)
+    training.register(sub)
     from service.cli import bench
 
     bench.register(sub)

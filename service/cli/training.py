@@ -85,3 +85,21 @@ def run_finetune(args: argparse.Namespace) -> int:
     entry = finetune(req)
     print(f"wrote {entry.name}:{entry.version} -> {entry.weights_path}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m service.cli.training train|finetune ...``: the same as ``imos train|finetune``."""
+    from service.errors import ImosError
+
+    parser = argparse.ArgumentParser(prog="imos")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ImosError as exc:
+        print(f"imos: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

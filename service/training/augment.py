@@ -102,14 +102,16 @@ def photometric(frames: np.ndarray, rng: np.random.Generator, strength: float, n
     """frames uint8 [T, C, C, 3] -> uint8 with one random brightness/contrast/gamma per clip, a
     smaller change per frame and Gaussian noise. Grey clips stay grey (the same change per channel)."""
     x = frames.astype(np.float32) / 255
-    t = x.shape[0]
-    gain = 1 + rng.uniform(-strength, strength) + rng.uniform(-strength, strength, t) / 3
-    bias = rng.uniform(-strength, strength) / 2 + rng.uniform(-strength, strength, t) / 6
+    t = int(x.shape[0])
+    clip_gain = 1 + rng.uniform(-strength, strength)
+    gain = rng.uniform(-strength, strength, size=t) / 3 + clip_gain
+    clip_bias = rng.uniform(-strength, strength) / 2
+    bias = rng.uniform(-strength, strength, size=t) / 6 + clip_bias
     gamma = math.exp(rng.uniform(-strength, strength))
     x = np.clip(x, 0, 1) ** gamma
     x = x * gain[:, None, None, None] + bias[:, None, None, None]
     if colour:
-        x = x * (1 + rng.uniform(-strength, strength, 3) / 3)
+        x = x * (1 + rng.uniform(-strength, strength, size=3) / 3)
     sd = rng.uniform(0, noise)
     shape = x.shape if colour else x.shape[:3] + (1,)
     x = x + rng.normal(0, sd, size=shape).astype(np.float32)

@@ -79,8 +79,9 @@ def load_latest(folder: Path) -> Snapshot | None:
     if not paths:
         return None
     try:
+        # weights_only=False: the file holds numpy/python RNG states; it is our own, never downloaded
         raw = torch.load(paths[-1], map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises many kinds for a damaged file
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
         raise InvalidInput(f"cannot read checkpoint {paths[-1]}: {exc}") from None
     raw["history"] = tuple(raw.get("history", ()))
     return Snapshot(**raw)

@@ -8,9 +8,10 @@ editing it. Unknown keys are errors: a typo must not silently train with a defau
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -171,7 +172,7 @@ class TrainConfig:
         last = len(self.stages) - 1
         return last, self.stages[last], self.stages[last].iterations - 1
 
-    def with_steps(self, total: int) -> "TrainConfig":
+    def with_steps(self, total: int) -> TrainConfig:
         """The same recipe over ``total`` iterations (stages scaled in proportion)."""
         scale = total / self.total_iterations
         counts = [int(s.iterations * scale) for s in self.stages]

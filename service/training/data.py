@@ -43,7 +43,7 @@ class ClipBatch:
         """One-hot masks of frame 0, [B, K, C, C] float."""
         return one_hot(self.labels[:, 0], self.num_objects)
 
-    def to(self, device: torch.device | str) -> "ClipBatch":
+    def to(self, device: torch.device | str) -> ClipBatch:
         return ClipBatch(self.images.to(device), self.labels.to(device), self.valid.to(device), self.sources)
 
 

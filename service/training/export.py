@@ -31,7 +31,7 @@ def provenance(outcome: Outcome, data: Sequence[Path], command: str, device: str
     block = {"command": command, "data": [str(Path(d).resolve()) for d in data], "data_summary": data_summary,
             "steps": outcome.steps, "wall_time_s": round(outcome.wall, 1), "device": device,
             "torch": torch.__version__, "python": platform.python_version(), "final_losses": outcome.losses,
-            "dev_subset": scores_summary(outcome), **extra}
+            "dev_subset": scores_summary(outcome), "sessions": list(outcome.sessions), **extra}
     return json.loads(json.dumps(block, default=str))
 
 

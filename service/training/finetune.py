@@ -84,7 +84,7 @@ def finetune(req: FinetuneRequest) -> ModelEntry:
                  if root is not None and cfg.eval.every > 0 else None)
     sources = DataSources(req.data, forbidden=[root] if root is not None else [])
     base_score = evaluator(net, 0) if evaluator is not None and not req.resume else None
-    job = Job(cfg, net, req.work_dir, device, frozen=FROZEN_MODULES)
+    job = Job(cfg, net, req.work_dir, device, frozen=FROZEN_MODULES, command=req.command)
     outcome = run(job, ClipSampler(cfg, sources), evaluator, req.resume)
     extra: dict[str, Any] = {
         "trained_by": "imos finetune", "base_model": {"name": base_entry.name, "version": base_entry.version},

@@ -37,7 +37,7 @@ class Logbook:
 
     def step(self, step: int, stage: str, terms: LossTerms, grad_norm: float, lr: float, batch: ClipBatch,
              seconds: float) -> None:
-        values = {"loss": float(terms.total), "ce": float(terms.ce), "dice": float(terms.dice)}
+        values = {"loss": float(terms.total.detach()), "ce": float(terms.ce), "dice": float(terms.dice)}
         self._write({"event": "step", "step": step, "stage": stage, **{k: round(v, 5) for k, v in values.items()},
                      "p": round(terms.p, 4), "lr": lr, "grad_norm": round(grad_norm, 4),
                      "frames": int(batch.images.shape[1]), "objects": batch.num_objects,

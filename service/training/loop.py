@@ -40,12 +40,14 @@ class Job:
     out_dir: Path
     device: torch.device
     frozen: tuple[str, ...] = ()
+    command: str = ""
 
 
 @dataclass(frozen=True)
 class Outcome:
     """steps: steps run in total; wall: training seconds (all sessions); evals: every dev eval;
-    best: the best eval; losses: mean loss terms over the last log window; state: weights to export."""
+    best: the best eval; losses: mean loss terms over the last log window; state: weights to export;
+    sessions: each invocation that trained (command, first step), across resumes."""
 
     steps: int
     wall: float
@@ -53,6 +55,7 @@ class Outcome:
     best: dict[str, Any] | None
     losses: dict[str, float]
     state: dict[str, torch.Tensor]
+    sessions: tuple[dict[str, Any], ...] = ()
 
 
 def lr_factor(step: int, total: int, opt: OptimConfig) -> float:
@@ -99,7 +102,8 @@ def train_step(job: Job, opt: torch.optim.Optimizer, batch: ClipBatch, step: int
     terms.total.backward()
     trainable = [q for q in job.net.parameters() if q.requires_grad]
     norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
-    opt.step()
+    if math.isfinite(float(norm)):  # a non-finite loss or gradient skips the update (logged as nan/inf)
+        opt.step()
     return terms, float(norm)
 
 
@@ -128,6 +132,8 @@ def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: boo
     opt = make_optimizer(job.net, cfg.optim)
     snap = start_state(job, opt, resume, log)
     history, best, wall = list(snap.history), snap.best, snap.wall
+    sessions = [*snap.extra.get("sessions", []), {"command": job.command, "from_step": snap.step,
+                                                  "started": round(time.time(), 1)}]
     total = cfg.total_iterations
     clock = time.perf_counter()
     for step, batch in zip(range(snap.step, total), batches(sampler, snap.step, total, cfg.workers)):
@@ -142,10 +148,10 @@ def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: boo
         if evaluator is not None and cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == total):
             best = _evaluate(job, evaluator, done, history, best, log)
         if done % cfg.checkpoint_every == 0 or done == total:
-            _checkpoint(job, opt, done, history, best, wall + time.perf_counter() - clock)
+            _checkpoint(job, opt, done, (history, best, sessions), wall + time.perf_counter() - clock)
         wall += time.perf_counter() - clock
         clock = time.perf_counter()
-    return _outcome(job, history, best, wall, log)
+    return _outcome(job, history, best, wall, log, sessions)
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -165,19 +171,23 @@ def _evaluate(job: Job, evaluator: Evaluator, step: int, history: list[dict[str,
     return best
 
 
-def _checkpoint(job: Job, opt: torch.optim.Optimizer, step: int, history: Iterable[dict[str, Any]],
-                best: dict[str, Any] | None, wall: float) -> None:
+def _checkpoint(job: Job, opt: torch.optim.Optimizer, step: int,
+                record: tuple[Iterable[dict[str, Any]], dict[str, Any] | None, list[dict[str, Any]]],
+                wall: float) -> None:
+    """record: (eval history, best eval, sessions)."""
+    history, best, sessions = record
     snap = Snapshot(step, {k: v.detach().cpu() for k, v in job.net.state_dict().items()}, opt.state_dict(),
-                    checkpoints.capture_rng(), job.cfg.to_dict(), tuple(history), best, wall)
+                    checkpoints.capture_rng(), job.cfg.to_dict(), tuple(history), best, wall,
+                    {"sessions": sessions})
     checkpoints.save(job.out_dir / "checkpoints", snap, job.cfg.keep_checkpoints)
 
 
 def _outcome(job: Job, history: list[dict[str, Any]], best: dict[str, Any] | None, wall: float,
-             log: Logbook) -> Outcome:
+             log: Logbook, sessions: list[dict[str, Any]]) -> Outcome:
     state = {k: v.detach().cpu() for k, v in job.net.state_dict().items()}
     best_file = job.out_dir / "best.safetensors"
     if job.cfg.select == "best" and best is not None and best_file.is_file():
         state = load_file(str(best_file))
     if not log.recent():
         print("imos train: nothing to do, the run is already complete", file=sys.stderr)
-    return Outcome(job.cfg.total_iterations, wall, tuple(history), best, log.recent(), state)
+    return Outcome(job.cfg.total_iterations, wall, tuple(history), best, log.recent(), state, tuple(sessions))

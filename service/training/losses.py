@@ -59,7 +59,7 @@ class LossTerms:
 def clip_loss(logits: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
               p: float, dice_weight: float) -> LossTerms:
     """logits / probs [B, T', 1+K, H, W] for frames 1..T-1; labels [B, T', H, W]; valid [B, K]."""
-    b, t = logits.shape[:2]
+    t = logits.shape[1]
     flat_logits = logits.flatten(0, 1)
     flat_labels = labels.flatten(0, 1)
     ce = bootstrapped_ce(flat_logits, flat_labels, p)

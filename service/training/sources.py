@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from service.engine.preprocess import to_rgb
-from service.evaluation.dataset import SequenceInfo, list_sequences
 from service.errors import InvalidInput
+from service.evaluation.dataset import SequenceInfo, list_sequences
 from service.io.images import IMAGE_SUFFIXES, decode_image, read_mask
 
 

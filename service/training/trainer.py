@@ -108,7 +108,7 @@ def train(req: TrainRequest) -> ModelEntry:
     spec = resolve_spec(cfg.architecture, repo)
     root = eval_root(req)
     sources = DataSources(req.data, forbidden=[root] if root is not None else [])
-    job = Job(cfg, build_net(cfg, spec, repo), req.out_dir, device)
+    job = Job(cfg, build_net(cfg, spec, repo), req.out_dir, device, command=req.command)
     outcome = run(job, ClipSampler(cfg, sources), make_evaluator(cfg, root, device), req.resume)
     size = cfg.inference_size or cfg.eval.size or cfg.resolution
     extra = {"trained_by": "imos train", "config_file": req.config_path, "config": cfg.to_dict(),

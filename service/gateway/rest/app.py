@@ -14,7 +14,6 @@ from service.gateway.rest import dicomweb, errors, oneshot, sessions, system
 from service.gateway.rest.schemas import ErrorOut
 from service.runtime import Runtime
 
-
 log = logging.getLogger("imos.rest")
 
 
