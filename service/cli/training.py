@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", type=Path, nargs="+", required=True, metavar="ROOT",
                    help="DAVIS-layout training roots (one-frame sequences = static pairs); never the dev set")
+    p.add_argument("--datasets", default="", help="only these datasets (name prefix before '__'), comma-separated, "
+                   "e.g. hippocampus,hc18 for weights that may ship (see the data licences)")
     p.add_argument("--steps", type=int, default=None, help="total iterations (stages scaled in proportion)")
     p.add_argument("--device", default=None, help="cpu, cuda[:N] or auto (default: the config's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: the config's)")
@@ -68,7 +70,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     req = TrainRequest(config=_load(args), data=tuple(args.data), out_dir=args.out, repo_root=repo_root(args),
                        name=args.name, resume=args.resume, device=args.device, eval_root=args.eval_root,
-                       no_eval=args.no_eval, command=_command(), config_path=str(args.config))
+                       no_eval=args.no_eval, command=_command(), config_path=str(args.config),
+                       datasets=_datasets(args))
     entry = train(req)
     print(f"wrote {entry.name}:{entry.version} -> {entry.weights_path}")
     return 0
@@ -81,7 +84,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     req = FinetuneRequest(base=args.base, data=tuple(args.data), name=args.out, repo_root=repo_root(args),
                           config=_load(args), work_dir=work, resume=args.resume, device=args.device,
                           eval_root=args.eval_root, no_eval=args.no_eval, command=_command(),
-                          config_path=str(args.config))
+                          config_path=str(args.config), datasets=_datasets(args))
     entry = finetune(req)
     print(f"wrote {entry.name}:{entry.version} -> {entry.weights_path}")
     return 0
@@ -103,3 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _datasets(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(d.strip() for d in args.datasets.split(",") if d.strip())

@@ -45,6 +45,7 @@ class FinetuneRequest:
     device: str | None = None
     eval_root: Path | None = None
     no_eval: bool = False
+    datasets: tuple[str, ...] = ()
     command: str = ""
     config_path: str | None = None
 
@@ -82,7 +83,7 @@ def finetune(req: FinetuneRequest) -> ModelEntry:
     root = None if req.no_eval else (req.eval_root or (Path(cfg.eval.root) if cfg.eval.root else None))
     evaluator = (DevEvaluator(root, cfg.eval.sequences, cfg.eval.size or size, cfg.eval.protocols, str(device))
                  if root is not None and cfg.eval.every > 0 else None)
-    sources = DataSources(req.data, forbidden=[root] if root is not None else [])
+    sources = DataSources(req.data, forbidden=[root] if root is not None else [], datasets=req.datasets)
     base_score = evaluator(net, 0) if evaluator is not None and not req.resume else None
     job = Job(cfg, net, req.work_dir, device, frozen=FROZEN_MODULES, command=req.command)
     outcome = run(job, ClipSampler(cfg, sources), evaluator, req.resume)

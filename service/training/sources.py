@@ -37,11 +37,18 @@ def check_not_dev(root: Path, forbidden: Sequence[Path]) -> None:
 class DataSources:
     """The static pairs and real sequences of one or more roots, with weighted sampling."""
 
-    def __init__(self, roots: Sequence[Path], forbidden: Sequence[Path] = ()) -> None:
+    def __init__(self, roots: Sequence[Path], forbidden: Sequence[Path] = (),
+                 datasets: Sequence[str] = ()) -> None:
+        """datasets: keep only sequences whose name starts with one of these prefixes (before "__"),
+        e.g. the sets whose licences allow shipping the trained weights."""
         infos: list[SequenceInfo] = []
         for root in roots:
             check_not_dev(Path(root), forbidden)
             infos.extend(list_sequences(Path(root)))
+        if datasets:
+            infos = [i for i in infos if i.name.split("__", 1)[0] in set(datasets)]
+            if not infos:
+                raise InvalidInput(f"no training sequence belongs to the datasets {', '.join(datasets)}")
         self.roots = tuple(Path(r) for r in roots)
         self.statics = tuple(i for i in infos if len(i.frame_names) == 1)
         # Only annotated frames can be trained on; sequences need two of them to make a clip.

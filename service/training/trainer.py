@@ -36,6 +36,7 @@ class TrainRequest:
     device: str | None = None
     eval_root: Path | None = None
     no_eval: bool = False
+    datasets: tuple[str, ...] = ()
     command: str = ""
     config_path: str | None = None
 
@@ -107,7 +108,7 @@ def train(req: TrainRequest) -> ModelEntry:
     repo = ModelRepo(req.repo_root)
     spec = resolve_spec(cfg.architecture, repo)
     root = eval_root(req)
-    sources = DataSources(req.data, forbidden=[root] if root is not None else [])
+    sources = DataSources(req.data, forbidden=[root] if root is not None else [], datasets=req.datasets)
     job = Job(cfg, build_net(cfg, spec, repo), req.out_dir, device, command=req.command)
     outcome = run(job, ClipSampler(cfg, sources), make_evaluator(cfg, root, device), req.resume)
     size = cfg.inference_size or cfg.eval.size or cfg.resolution
