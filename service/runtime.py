@@ -16,6 +16,7 @@ from service.sessions.service import SessionService
 from service.settings import Settings
 from service.store.base import Store
 from service.store.memory import MemoryStore
+from service.tracing import Tracing, setup_tracing
 from service.worker.runner import Worker
 
 
@@ -40,6 +41,7 @@ class Runtime:
     model: ModelInfo
     metrics: Metrics
     keys: KeyRing = field(default_factory=KeyRing)
+    tracing: Tracing = field(default_factory=Tracing)
     engine: Engine | None = None
     worker: Worker | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -63,17 +65,18 @@ def model_info(settings: Settings) -> ModelInfo:
                      entry.spec.to_dict())
 
 
-def build_runtime(settings: Settings, role: str) -> Runtime:
-    """role: 'all' (embedded or with Redis), 'gateway' or 'worker'."""
+def build_runtime(settings: Settings, role: str, tracing: Tracing | None = None) -> Runtime:
+    """role: 'all' (embedded or with Redis), 'gateway' or 'worker'. tracing: override (tests)."""
     store = make_store(settings, embedded=(role == "all"))
     records = SessionRecords(store, settings.key_prefix, settings.session_ttl_s)
     info = model_info(settings)
     metrics = Metrics()
-    rt = Runtime(settings, store, records, SessionService(records, settings, f"{info.name}:{info.version}",
-                                                          info.max_objects), info, metrics,
-                 keys=load_keyring(settings.api_keys, settings.api_keys_file))
+    tracing = tracing or setup_tracing(settings.otel_endpoint, f"imos-{role}")
+    sessions = SessionService(records, settings, f"{info.name}:{info.version}", info.max_objects, tracing)
+    rt = Runtime(settings, store, records, sessions, info, metrics,
+                 keys=load_keyring(settings.api_keys, settings.api_keys_file), tracing=tracing)
     if role in ("all", "worker"):
         rt.engine = load_engine(settings.model_repo or default_repo_root(), settings.model, settings.backend,
                                 settings.device, settings.precision)
-        rt.worker = Worker(records, rt.engine, settings, metrics=metrics)
+        rt.worker = Worker(records, rt.engine, settings, metrics=metrics, tracing=rt.tracing)
     return rt

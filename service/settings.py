@@ -38,5 +38,6 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = Field(None, description="PEM certificate: HTTPS for REST, TLS for gRPC")
     tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file")
     tls_client_ca_file: Path | None = Field(None, description="PEM CA: gRPC requires client certificates (mTLS)")
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint; unset = tracing off")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(True, description="structured JSON logs")

@@ -18,15 +18,18 @@ from service.sessions.model import BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
 from service.sessions.source import unpack_source
 from service.settings import Settings
+from service.tracing import Tracing
 from service.worker.runner import enqueue
 
 
 class SessionService:
     """Validates requests and writes sessions; workers do the computing."""
 
-    def __init__(self, records: SessionRecords, settings: Settings, model: str, max_objects: int) -> None:
+    def __init__(self, records: SessionRecords, settings: Settings, model: str, max_objects: int,
+                 tracing: Tracing | None = None) -> None:
         self.records, self.settings = records, settings
         self.model, self.max_objects = model, max_objects
+        self.tracing = tracing or Tracing()
 
     async def create(self, tenant: str, frames: Sequence[np.ndarray], *, stream: bool = False,
                      settings: dict[str, str] | None = None, labels: dict[str, str] | None = None,
@@ -127,7 +130,7 @@ class SessionService:
         await self._set_run(meta, run)
         await self.records.store.sadd(self.records.active, meta.id)
         await self.records.publish(meta.id, Event("run-started", run.id, total=run.num_frames))
-        await enqueue(self.records, meta.id, request_id)
+        await enqueue(self.records, meta.id, request_id, self.tracing.carrier())
 
     async def _set_run(self, meta: SessionMeta, run: RunSpec) -> None:
         await self.records.put_meta(dataclasses.replace(meta, run=run))

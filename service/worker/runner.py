@@ -14,6 +14,7 @@ from service.metrics import Metrics
 from service.sessions.model import Event
 from service.sessions.records import SessionRecords
 from service.settings import Settings
+from service.tracing import Tracing
 from service.worker.passes import CONTINUE, STOP_ABANDON, STOP_SAVE, RunContext, advance_run
 
 log = logging.getLogger("imos.worker")
@@ -27,9 +28,10 @@ class Worker:
     """Owns the engine; processes any session whose job it takes (state lives in the store)."""
 
     def __init__(self, records: SessionRecords, engine: Engine, settings: Settings, ident: str | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, tracing: Tracing | None = None) -> None:
         self.records, self.engine, self.settings = records, engine, settings
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
         self.id = ident or worker_id()
         self.frames_done = 0
         self._slots = asyncio.Semaphore(max(1, settings.worker_concurrency))
@@ -89,7 +91,10 @@ class Worker:
     async def _handle(self, job_id: str, fields: dict[str, bytes]) -> None:
         try:
             rid = fields.get("request_id", b"").decode() or None
-            await self.process(fields["session"].decode(), rid)
+            parent = {k[6:]: v.decode() for k, v in fields.items() if k.startswith("trace.")}
+            with self.tracing.span("worker.process", parent, session=fields["session"].decode(),
+                                   request_id=rid or "", worker=self.id):
+                await self.process(fields["session"].decode(), rid)
         except Exception:  # one bad job must not stop the worker
             log.exception("job failed", extra={"worker": self.id})
         finally:
@@ -176,9 +181,12 @@ class Worker:
         return False
 
 
-async def enqueue(records: SessionRecords, sid: str, request_id: str | None = None) -> None:
-    """A job for the session; the request id (if any) follows it into the worker's logs."""
+async def enqueue(records: SessionRecords, sid: str, request_id: str | None = None,
+                  trace: dict[str, str] | None = None) -> None:
+    """A job for the session; the request id and trace context (if any) follow it into the worker."""
     fields = {"session": sid.encode()}
     if request_id:
         fields["request_id"] = request_id.encode()
+    for key, value in (trace or {}).items():
+        fields[f"trace.{key}"] = value.encode()
     await records.store.job_push(records.jobs, fields)

@@ -38,7 +38,9 @@ def create_app(rt: Runtime, health_only: bool = False) -> FastAPI:
                                  f"of {rt.settings.max_request_bytes}"}, status_code=413)
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
         started = time.perf_counter()
-        response = await call_next(request)
+        with rt.tracing.span(f"{request.method} {'/'.join(request.url.path.split('/')[:3])}",
+                             request_id=request.state.request_id, method=request.method):
+            response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
         rt.metrics.requests.labels("rest", path, str(response.status_code)).inc()
