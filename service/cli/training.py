@@ -14,6 +14,11 @@ from service.training.config import TrainConfig, load_config
 DEFAULT_FINETUNE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "imos-lite-finetune.yaml"
 
 
+
+def _datasets(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(d.strip() for d in args.datasets.split(",") if d.strip())
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t = sub.add_parser("train", help="train a model with XMem's staged recipe (static, then sequences)",
                        description="Stage 0 on static images as pseudo-sequences, then real sequences (clips "
@@ -107,6 +112,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def _datasets(args: argparse.Namespace) -> tuple[str, ...]:
-    return tuple(d.strip() for d in args.datasets.split(",") if d.strip())
