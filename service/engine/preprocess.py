@@ -57,7 +57,10 @@ def to_rgb(frame: np.ndarray) -> np.ndarray:
 
 def image_tensor(frame: np.ndarray, geo: Geometry, device: torch.device) -> torch.Tensor:
     """uint8 frame [H, W(, C)] -> normalised, resized, padded float32 [1, 3, Hp, Wp]."""
-    x = torch.from_numpy(np.ascontiguousarray(to_rgb(frame))).to(device)
+    rgb = np.ascontiguousarray(to_rgb(frame))
+    if not rgb.flags.writeable:  # torch warns on read-only buffers (frames decoded from bytes)
+        rgb = rgb.copy()
+    x = torch.from_numpy(rgb).to(device)
     x = x.permute(2, 0, 1).float() / 255
     mean = torch.tensor(_MEAN, device=device).view(3, 1, 1)
     std = torch.tensor(_STD, device=device).view(3, 1, 1)
