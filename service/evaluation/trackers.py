@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -54,18 +54,15 @@ class CopyTracker:
             yield t, compose(masks, shape)
 
 
-class ModelTracker:
-    """A repository model driven through Propagator.start / advance, later prompts as corrections."""
+class PropagatorTracker:
+    """Any Propagator driven through start / advance, later prompts fed as corrections.
+
+    Subclasses set ``self.propagator`` and ``self.name``.
+    """
 
     needs_frames = True
-
-    def __init__(self, repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
-                 overrides: Mapping[str, str | int | bool] | None = None) -> None:
-        from service.engine.loader import load_engine  # torch is heavy: only when a model is asked for
-
-        self.engine = load_engine(repo_root, name, backend, device)
-        self.propagator = self.engine.propagator(overrides)
-        self.name = self.engine.model_id
+    propagator: Any
+    name: str
 
     def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
         assert frames is not None
@@ -75,6 +72,18 @@ class ModelTracker:
         for t in plan.order[1:]:
             state, res = self.propagator.advance(state, frames[t], plan.prompts.get(t))
             yield t, res.labels()
+
+
+class ModelTracker(PropagatorTracker):
+    """A repository model (loaded by name)."""
+
+    def __init__(self, repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
+                 overrides: Mapping[str, str | int | bool] | None = None) -> None:
+        from service.engine.loader import load_engine  # torch is heavy: only when a model is asked for
+
+        self.engine = load_engine(repo_root, name, backend, device)
+        self.propagator = self.engine.propagator(overrides)
+        self.name = self.engine.model_id
 
 
 def make_tracker(name: str, repo_root: Path, backend: str = "torch", device: str = "cpu",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,11 @@ from service.engine.backends.torch_backend import TorchStages
 from service.engine.nn.network import ImosNet
 from service.engine.propagate import Propagator
 from service.engine.spec import MemoryConfig
-from service.evaluation.passes import PassPlan
 from service.evaluation.runner import Options, evaluate, prepare
+from service.evaluation.trackers import PropagatorTracker
 
 
-class NetTracker:
+class NetTracker(PropagatorTracker):
     """An in-memory network driven exactly like a repository model (evaluation.trackers.ModelTracker)."""
 
     needs_frames = True
@@ -31,15 +30,6 @@ class NetTracker:
         stages = TorchStages(net, device=device)
         self.propagator = Propagator(stages, memory, name, net.spec.max_objects)
         self.name = name
-
-    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
-        assert frames is not None
-        start = plan.order[0]
-        state, res = self.propagator.start(frames[start], plan.prompts[start], start, plan.direction, len(frames))
-        yield start, res.labels()
-        for t in plan.order[1:]:
-            state, res = self.propagator.advance(state, frames[t], plan.prompts.get(t))
-            yield t, res.labels()
 
 
 class DevEvaluator:

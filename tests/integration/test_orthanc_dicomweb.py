@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterator
 
 import highdicom as hd
@@ -14,22 +13,10 @@ import pytest
 
 from service.errors import BackendUnavailable, InvalidInput, NotFound, PermissionDenied
 from service.io.medical import DicomWebClient, PacsEndpoint, read_dicom_series, write_seg
-from tests.integration.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc, free_port, start_orthanc
+from tests.integration.orthanc import OrthancServer, free_port
 from tests.medical_builders import ct_series, dev_sequence
 
 CT_SEQ, MR_SEQ = "deeplesion__000001_02_01_008-023", "hippocampus__003"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    if find_orthanc() is None or find_dicomweb_plugin() is None:
-        reason = "Orthanc + DICOMweb plugin not installed (run scripts/install_orthanc.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must install them")
-        pytest.skip(reason)
-    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture()

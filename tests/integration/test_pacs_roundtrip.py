@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import highdicom as hd
@@ -17,23 +15,11 @@ import pytest
 from service.engine.loader import load_engine
 from service.io.medical import DicomWebClient, PacsEndpoint, read_dicom_series
 from service.settings import Settings
-from tests.integration.orthanc import OrthancServer, find_dicomweb_plugin, find_orthanc, start_orthanc
+from tests.integration.orthanc import OrthancServer
 from tests.integration.rest_harness import npy_bytes, rest_client
 from tests.medical_builders import PATIENT_ID, PATIENT_NAME, ct_series, dev_sequence
 
 SEQ = "deeplesion__000001_02_01_008-023"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
-    if find_orthanc() is None or find_dicomweb_plugin() is None:
-        reason = "Orthanc + DICOMweb plugin not installed (run scripts/install_orthanc.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{reason}; CI must install them")
-        pytest.skip(reason)
-    server = start_orthanc(tmp_path_factory.mktemp("orthanc"))
-    yield server
-    server.stop()
 
 
 def _upload(orthanc: OrthancServer, frames: list[np.ndarray]) -> tuple[str, str, list[bytes]]:
