@@ -33,6 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_repo_arg(sb)
     sb.set_defaults(func=run_state_cmd)
 
+    sv = kinds.add_parser("serving", help="one sequence in-process vs REST one-shot, REST sessions, gRPC Track")
+    sv.add_argument("--model", default=None)
+    sv.add_argument("--size", type=int, default=480)
+    sv.add_argument("--frames", type=int, default=100)
+    sv.add_argument("--repeats", type=int, default=1)
+    sv.add_argument("--json", type=Path, default=None)
+    add_repo_arg(sv)
+    sv.set_defaults(func=run_serving_cmd)
+
     ld = kinds.add_parser("load", help="concurrent sessions over REST and gRPC against a running service")
     ld.add_argument("--server", required=True, help="REST base URL, e.g. http://127.0.0.1:8000")
     ld.add_argument("--grpc", default=None, help="gRPC HOST:PORT; odd sessions use Track when given")
@@ -79,6 +88,18 @@ def run_state_cmd(args: argparse.Namespace) -> int:
 
     report = {"bench": "state", **measure_state(repo_root(args), args.model or default_model(), args.size,
                                                 args.frames, args.objects)}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0
+
+
+def run_serving_cmd(args: argparse.Namespace) -> int:
+    from service.bench.serving import measure_serving
+
+    report = {"bench": "serving", **measure_serving(repo_root(args), args.model or default_model(), args.size,
+                                                    args.frames, args.repeats)}
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text)

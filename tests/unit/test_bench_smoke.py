@@ -31,3 +31,14 @@ def test_bench_engine_runs_each_backend_in_its_own_process(tiny_repo: Path, tmp_
     assert all(r["frames_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in report["runs"])
     assert set(report["ratio_to_first"]) == {"torch", "onnxruntime"}
     capsys.readouterr()
+
+
+def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "serving.json"
+    assert main(["bench", "serving", "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "48",
+                 "--frames", "8", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "grpc_track"}
+    assert all(v > 0 for v in report["ratio_to_in_process"].values())
+    capsys.readouterr()

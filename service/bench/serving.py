@@ -1,0 +1,91 @@
+"""``imos bench serving``: one sequence through the in-process engine, REST one-shot, REST sessions and
+gRPC Track; each served time as a ratio to the in-process time (goal <= 1.10)."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import numpy as np
+
+from service.bench.synthetic_video import moving_ellipses
+from service.engine.loader import load_engine
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _serve(repo: Path, model: str, http: int, grpc_port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "IMOS_MODEL": model, "IMOS_MODEL_REPO": str(repo), "IMOS_LOG_LEVEL": "WARNING",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", "serve", "--http-port", str(http),
+                             "--grpc-port", str(grpc_port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{http}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("the service did not become ready")
+
+
+def measure_serving(repo: Path, model: str, size: int, frames: int, repeats: int = 1) -> dict[str, Any]:
+    video, masks = moving_ellipses(frames, size, size, 1)
+    anchor, settings = frames // 2, {"size": "-1"}
+    prop = load_engine(repo, model).propagator(settings)
+    inproc = min(_timed(lambda: list(prop.run(video, masks[anchor], anchor))) for _ in range(repeats))
+    http, grpc_port = _free_port(), _free_port()
+    proc = _serve(repo, model, http, grpc_port)
+    try:
+        url = f"http://127.0.0.1:{http}"
+        times = {name: min(_timed(fn) for _ in range(repeats)) for name, fn in
+                 _clients(url, f"127.0.0.1:{grpc_port}", video, masks[anchor], anchor, settings).items()}
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return {"model": model, "size": [size, size], "frames": frames, "in_process_s": round(inproc, 3),
+            "served_s": {k: round(v, 3) for k, v in times.items()},
+            "ratio_to_in_process": {k: round(v / inproc, 3) for k, v in times.items()}}
+
+
+def _clients(url: str, grpc_target: str, video: list[np.ndarray], mask: np.ndarray, anchor: int,
+             settings: dict[str, str]) -> dict[str, Callable[[], Any]]:
+    from service.client import segment_remote
+    from service.rest_client import RestClient
+
+    def one_shot() -> None:
+        buf, mbuf = io.BytesIO(), io.BytesIO()
+        np.save(buf, np.stack(video))
+        np.save(mbuf, mask)
+        r = httpx.post(f"{url}/v1/segment", files={"sequence": ("f.npy", buf.getvalue()), "mask": ("m.npy", mbuf.getvalue())},
+                       data={"frame": str(anchor), "output": "npy", "settings": '{"size": -1}'}, timeout=600)
+        r.raise_for_status()
+
+    def sessions() -> None:
+        client = RestClient(url)
+        try:
+            client.segment(video, mask, anchor, "both", settings)
+        finally:
+            client.close()
+
+    return {"rest_one_shot": one_shot, "rest_sessions_sse": sessions,
+            "grpc_track": lambda: segment_remote(grpc_target, video, mask, anchor, "both", settings)}
