@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import hashlib
 from pathlib import Path
 
 from service.engine.checkpoint import check_keys, infer_spec, pad_single_object, read_state_dict
+from service.engine.hashing import file_sha256
 from service.engine.repo import ModelEntry, ModelRepo
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def import_checkpoint(path: Path, repo: ModelRepo, name: str, version: int = 1,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -153,6 +152,3 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
         await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
     return all(pass_finished(ctx, c) for c in cursors)
 
-
-def replace_available(ctx: RunContext, available: int) -> RunContext:
-    return dataclasses.replace(ctx, available=available)

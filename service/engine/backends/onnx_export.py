@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from service.engine.hashing import file_sha256
 from service.engine.nn.network import ImosNet, KeyStage, SegmentStage, ValueStage
 from service.errors import ModelError
 
@@ -70,15 +71,6 @@ def weights_sha256(net: nn.Module) -> str:
         digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         # A byte view hashes every dtype (bf16 included) without a numeric conversion.
         digest.update(t.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in chunks (graphs can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from service.engine.backends.base import KeyFeatures
-from service.engine.backends.onnx_export import STAGE_IO, TENSOR_AXES, file_sha256
+from service.engine.backends.onnx_export import STAGE_IO, TENSOR_AXES
+from service.engine.hashing import file_sha256
 from service.errors import BackendUnavailable, InvalidInput, ModelError
 
 
