@@ -113,7 +113,7 @@ def train(req: TrainRequest) -> ModelEntry:
     outcome = run(job, ClipSampler(cfg, sources), make_evaluator(cfg, root, device), req.resume)
     size = cfg.inference_size or cfg.eval.size or cfg.resolution
     extra = {"trained_by": "imos train", "config_file": req.config_path, "config": cfg.to_dict(),
-             "seed": cfg.seed, "init": cfg.init, "selected": _selected(cfg, outcome.best),
+             "seed": cfg.seed, "init": cfg.init, "datasets": list(req.datasets) or "all", "selected": _selected(cfg, outcome.best),
              "eval_root": str(root) if root else None}
     prov = provenance(outcome, req.data, req.command, str(device), extra, sources.describe())
     description = (f"Trained by imos train from {'scratch' if cfg.init is None else cfg.init} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -16,7 +17,7 @@ from service.training.config import AugmentConfig
 from service.training.data import ClipSampler, batches
 from service.training.pseudo import pseudo_clip
 from service.training.sources import DataSources, Frames
-from service.training.synthetic import synthetic_clip
+from service.training.synthetic import make_shape, render_frame, synthetic_clip
 from tests.unit.test_training_fixtures import BRIGHT, DARK, make_root, tiny_config, two_tone
 
 QUIET = AugmentConfig(intensity=0.0, noise=0.0)  # no photometric change: intensity still encodes the mask
@@ -110,6 +111,26 @@ def test_synthetic_clips_grey_colour_and_disappearing_objects() -> None:
     again = synthetic_clip(6, 48, QUIET, 3, np.random.default_rng(7))
     first = synthetic_clip(6, 48, QUIET, 3, np.random.default_rng(7))
     assert again is not None and first is not None and np.array_equal(again.frames, first.frames)
+
+
+def test_synthetic_kinds_tubes_pieces_and_camera_pans() -> None:
+    """The generator's object kinds render as drawn: a tube is thin, a multi-piece blob has several
+    connected parts, and a camera pan moves every object together by the pan speed."""
+    rng = np.random.default_rng(3)
+    background = np.full((96, 96, 1), 0.5, np.float32)
+    blob = make_shape(96, rng, 1, 0.5, 6)
+    tube = dataclasses.replace(blob, tube=np.array([[[-1.0, 0.0], [1.0, 0.0]]]), width=2.0,
+                               velocity=np.zeros(2), spin=0.0, growth=0.0, vanish_at=None,
+                               centre=np.array([48.0, 48.0]), radius=20.0)
+    _, label = render_frame([tube], background, 0, 96)
+    rows = np.flatnonzero(label.any(1))
+    assert 1 <= len(rows) <= 4 and label.sum() >= 38
+    pieces = dataclasses.replace(tube, tube=None, amps=np.zeros(4), drift=np.zeros(4), radius=8.0,
+                                 parts=np.array([[0.0, 0.0, 1.0], [3.0, 0.0, 0.5]]))
+    _, label = render_frame([pieces], background, 0, 96)
+    assert cv2.connectedComponents(label)[0] - 1 == 2
+    _, moved = render_frame([pieces], background, 0, 96, pan=np.array([10.0, 0.0]))
+    assert np.array_equal(np.roll(label, 10, axis=1), moved)
 
 
 def test_warp_keeps_labels_integer_and_nearest() -> None:
