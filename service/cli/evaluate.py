@@ -33,6 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="only sequences whose name matches (comma-separated globs: any of them)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="torch backend compute precision (bf16 on CPU, fp16/bf16 on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_repo_arg(p)
     p.set_defaults(func=run)
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, str | int | bool] = dict(parse_sets(args.set))
     if args.size is not None:
         overrides["size"] = args.size
-    tracker = make_tracker(args.model, repo_root(args), args.backend, args.device, overrides)
+    tracker = make_tracker(args.model, repo_root(args), args.backend, args.device, overrides, args.precision)
     jobs = prepare(args.root, options)
     progress = Progress(sum(j.steps for j in jobs), f"eval {tracker.name}", args.quiet)
     start = time.perf_counter()
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.steps} frames in {seconds:.1f} s ({result.steps / max(seconds, 1e-9):.1f} frames/s)")
     if args.json is not None:
         settings = {"protocols": list(protocols), "sequences": args.sequences, "backend": args.backend,
-                    "device": args.device, "overrides": {k: v for k, v in overrides.items()}}
+                    "device": args.device, "precision": args.precision, "overrides": {k: v for k, v in overrides.items()}}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result_json(result, seconds, settings), indent=1))
         print(f"wrote {args.json}")

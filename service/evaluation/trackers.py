@@ -78,16 +78,16 @@ class ModelTracker(PropagatorTracker):
     """A repository model (loaded by name)."""
 
     def __init__(self, repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
-                 overrides: Mapping[str, str | int | bool] | None = None) -> None:
+                 overrides: Mapping[str, str | int | bool] | None = None, precision: str = "fp32") -> None:
         from service.engine.loader import load_engine  # torch is heavy: only when a model is asked for
 
-        self.engine = load_engine(repo_root, name, backend, device)
+        self.engine = load_engine(repo_root, name, backend, device, precision=precision)
         self.propagator = self.engine.propagator(overrides)
         self.name = self.engine.model_id
 
 
 def make_tracker(name: str, repo_root: Path, backend: str = "torch", device: str = "cpu",
-                 overrides: Mapping[str, str | int | bool] | None = None) -> Tracker:
+                 overrides: Mapping[str, str | int | bool] | None = None, precision: str = "fp32") -> Tracker:
     """A baseline when ``name`` is one of BASELINES, else the named repository model."""
     if name == "empty":
         return EmptyTracker()
@@ -97,4 +97,4 @@ def make_tracker(name: str, repo_root: Path, backend: str = "torch", device: str
         from service.evaluation.flow import FlowTracker
 
         return FlowTracker()
-    return ModelTracker(repo_root, name, backend, device, overrides)
+    return ModelTracker(repo_root, name, backend, device, overrides, precision)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
 import numpy as np
 
 from service.engine import state_codec
 from service.engine.state import SessionState
-from service.errors import NotFound, TooLarge
+from service.errors import Conflict, NotFound, TooLarge
 from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
 from service.sessions.model import Event, PassProgress, SessionMeta
 from service.store.base import Store
 
+META_LOCK_TTL_S = 10.0
+META_LOCK_WAIT_S = 5.0
 PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease", "source")
 
 
@@ -38,6 +46,21 @@ class SessionRecords:
 
     async def put_meta(self, meta: SessionMeta) -> None:
         await self.store.set(self.key(meta.id, "meta"), meta.to_json(), self.ttl_s)
+
+    @asynccontextmanager
+    async def meta_lock(self, sid: str) -> AsyncIterator[None]:
+        """Serialise read-modify-write of a session's meta across gateway replicas (a Redis lease
+        with a TTL, so a crashed holder cannot block the session for longer than that)."""
+        key, owner = self.key(sid, "metalock"), uuid.uuid4().hex
+        deadline = time.monotonic() + META_LOCK_WAIT_S
+        while not await self.store.lease_acquire(key, owner, META_LOCK_TTL_S):
+            if time.monotonic() > deadline:
+                raise Conflict(f"session {sid} is being changed by another request; try again")
+            await asyncio.sleep(0.01)
+        try:
+            yield
+        finally:
+            await self.store.lease_release(key, owner)
 
     async def meta(self, sid: str, tenant: str | None = None) -> SessionMeta:
         raw = await self.store.get(self.key(sid, "meta"))

@@ -59,6 +59,10 @@ class SessionService:
 
     async def append(self, sid: str, tenant: str, frames: Sequence[np.ndarray]) -> tuple[int, int]:
         """Add frames at the end; returns (index of the first one, frames now held)."""
+        async with self.records.meta_lock(sid):
+            return await self._append(sid, tenant, frames)
+
+    async def _append(self, sid: str, tenant: str, frames: Sequence[np.ndarray]) -> tuple[int, int]:
         meta = await self.records.meta(sid, tenant)
         have = await self.records.num_frames(sid)
         shape = (meta.height, meta.width) if have else None
@@ -80,6 +84,10 @@ class SessionService:
 
     async def annotate(self, sid: str, tenant: str, frame: int, mask: np.ndarray) -> tuple[int, ...]:
         """Store a mask for one frame; on a stream it starts or corrects propagation at once."""
+        async with self.records.meta_lock(sid):
+            return await self._annotate(sid, tenant, frame, mask)
+
+    async def _annotate(self, sid: str, tenant: str, frame: int, mask: np.ndarray) -> tuple[int, ...]:
         meta = await self.records.meta(sid, tenant)
         have = await self.records.num_frames(sid)
         if not 0 <= frame < have:
@@ -101,6 +109,10 @@ class SessionService:
         """Start a new run over every annotated frame (earlier results are replaced as it goes)."""
         if direction not in DIRECTIONS:
             raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        async with self.records.meta_lock(sid):
+            return await self._propagate(sid, tenant, direction, request_id)
+
+    async def _propagate(self, sid: str, tenant: str, direction: str, request_id: str | None) -> RunSpec:
         meta = await self.records.meta(sid, tenant)
         if meta.open:
             raise Conflict("this session is a live stream: its masks propagate as they arrive")
@@ -114,11 +126,12 @@ class SessionService:
 
     async def close_stream(self, sid: str, tenant: str) -> None:
         """No more frames will come: the passes can finish."""
-        meta = await self.records.meta(sid, tenant)
-        run = meta.run
-        if run is not None:
-            run = dataclasses.replace(run, num_frames=await self.records.num_frames(sid))
-        await self.records.put_meta(dataclasses.replace(meta, open=False, run=run))
+        async with self.records.meta_lock(sid):
+            meta = await self.records.meta(sid, tenant)
+            run = meta.run
+            if run is not None:
+                run = dataclasses.replace(run, num_frames=await self.records.num_frames(sid))
+            await self.records.put_meta(dataclasses.replace(meta, open=False, run=run))
         if run is not None:
             await enqueue(self.records, sid)
 

@@ -65,3 +65,23 @@ def _check_predictions(folder: Path, prompts: list[dict[str, object]]) -> None:
             assert not (mask == 2).any()  # object 2 joins on its own frame
     gt = read_mask(gt_dir / f"{second}.png")
     assert ((read_mask(folder / f"{second}.png") == 2) == (gt == 2)).all()
+
+
+def test_imos_eval_in_bf16_records_the_precision(tiny_repo: Path, tmp_path: Path) -> None:
+    if not DATA_DEV.is_dir():
+        pytest.skip("../shared/data/dev is not present")
+    out = tmp_path / "eval.json"
+    assert _imos(["eval", str(DATA_DEV), "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "64",
+                  "--sequences", "acdc__patient001_ED", "--protocol", "best", "--precision", "bf16",
+                  "--json", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["precision"] == "bf16"
+    assert 0.0 <= doc["protocols"]["best"]["overall"]["J&F"] <= 1.0
+
+
+def test_imos_eval_refuses_fp16_on_cpu(tiny_repo: Path) -> None:
+    from service.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="fp16"):
+        _imos(["eval", str(DATA_DEV), "--model", "tiny", "--model-repo", str(tiny_repo),
+               "--precision", "fp16", "--quiet"])

@@ -65,3 +65,35 @@ def test_rest_flow_on_redis(embedded_settings: Settings, redis_url: str, redis_p
             assert 0 < ttl <= settings.session_ttl_s * 1000
 
     asyncio.run(scenario())
+
+
+def test_concurrent_session_changes_are_not_lost(embedded_settings: Settings, redis_url: str,
+                                                 redis_prefix: str) -> None:
+    """Annotations racing each other and the stream's close on real Redis: every annotation ends
+    up in the final run (meta read-modify-write is serialised by the session's meta lock)."""
+    from service.bench.synthetic_video import moving_ellipses
+    from service.sessions.records import SessionRecords
+    from service.sessions.service import SessionService
+
+    frames, masks = moving_ellipses(12, 32, 32, 1)
+
+    async def scenario() -> None:
+        store = RedisStore(redis_url)
+        records = SessionRecords(store, redis_prefix, 60)
+        service = SessionService(records, embedded_settings, "tiny", 4)
+        meta = await service.create("t", frames, stream=True)
+        await asyncio.gather(*(service.annotate(meta.id, "t", i, masks[i]) for i in range(8)))
+        final = await records.meta(meta.id)
+        assert final.run is not None and final.run.anchors == tuple(range(8)) and final.run.id == 8
+        lock = records.meta_lock(meta.id)
+        async with lock:  # a held lock makes the next writer wait, then it proceeds
+            waiter = asyncio.create_task(service.close_stream(meta.id, "t"))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()
+        await waiter
+        closed = await records.meta(meta.id)
+        assert not closed.open and closed.run is not None and closed.run.num_frames == 12
+        await records.delete(meta.id)
+        await store.close()
+
+    asyncio.run(scenario())

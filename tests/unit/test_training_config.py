@@ -13,7 +13,7 @@ from tests.unit.test_training_fixtures import tiny_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["imos-lite-cpu", "imos-lite-gpu", "imos-lite-finetune"])
+@pytest.mark.parametrize("name", ["imos-lite-cpu", "imos-lite-gpu", "imos-lite-finetune", "imos-lite-ship"])
 def test_shipped_configs_load_and_round_trip(name: str) -> None:
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert config_from_dict(cfg.to_dict()) == cfg
