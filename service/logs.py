@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+from service.io.medical.privacy import ScrubFilter
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -30,3 +32,10 @@ def configure(level: str, as_json: bool) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Library warnings (pydicom's "invalid value ..." quotes the value: a name or a UID) go through
+    # logging, where the scrub filter removes identifiers, instead of raw to stderr.
+    logging.captureWarnings(True)
+    for name in ("py.warnings", "pydicom"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, ScrubFilter) for f in logger.filters):
+            logger.addFilter(ScrubFilter())
