@@ -61,6 +61,7 @@ def test_gateway_serves_rest_and_grpc_once_redis_is_healthy() -> None:
 
 def test_workers_reserve_gpus_and_keep_engines_in_a_volume() -> None:
     worker = SERVICES["worker"]
+    assert worker["command"] == ["worker"], "workers run the model only; the gateway serves clients"
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["capabilities"] == ["gpu"] and device["driver"] == "nvidia"
     env = worker["environment"]

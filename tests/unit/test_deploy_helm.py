@@ -102,7 +102,7 @@ def test_workers_request_a_gpu_and_probe_health() -> None:
     items = docs()
     worker = find(items, "Deployment", "-worker")
     c = container(worker)
-    assert c["args"] == ["serve"]
+    assert c["args"] == ["worker"]
     assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 1200, \
