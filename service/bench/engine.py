@@ -19,10 +19,18 @@ from service.engine.loader import load_engine
 
 
 def measure(repo: Path, model: str, backend: str, size: int, frames: int, objects: int,
-            device: str = "cpu", precision: str = "fp32") -> dict[str, Any]:
-    """Propagate a synthetic size x size sequence forward; time everything after frame 2."""
+            device: str = "cpu", precision: str = "fp32", threads: int | None = None,
+            compile: bool = False) -> dict[str, Any]:
+    """Propagate a synthetic size x size sequence forward; time everything after frame 2.
+
+    threads: CPU threads for torch and for onnxruntime's intra-op pool (default: all cores).
+    On a machine where another job holds a core, equal thread counts keep the comparison fair.
+    compile: torch.compile the torch stages (compiling happens on the untimed first frames).
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
     t_load = time.perf_counter()
-    engine = load_engine(repo, model, backend, device, precision)
+    engine = load_engine(repo, model, backend, device, precision, threads=threads, compile=compile)
     load_s = time.perf_counter() - t_load
     video, mask = moving_ellipse(frames, size, size, objects)
     prop = engine.propagator({"size": -1})
@@ -36,18 +44,19 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
         "size": [size, size], "frames": frames, "objects": objects, "frames_per_s": round(fps, 3),
         "ms_per_frame": round(1000 / fps, 1) if fps == fps else None, "load_s": round(load_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "threads": threads, "compile": compile,
     }
 
 
 def run_isolated(repo: Path, model: str, backend: str, size: int, frames: int, objects: int,
-                 device: str, precision: str) -> dict[str, Any]:
+                 device: str, precision: str, threads: int | None = None, compile: bool = False) -> dict[str, Any]:
     """measure() in a fresh interpreter so peak memory belongs to this configuration alone."""
-    args = json.dumps([str(repo), model, backend, size, frames, objects, device, precision])
+    args = json.dumps([str(repo), model, backend, size, frames, objects, device, precision, threads, compile])
     proc = subprocess.run([sys.executable, "-m", "service.bench.engine", args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     if proc.returncode != 0:
-        return {"model": model, "backend": backend, "error": proc.stderr.strip().splitlines()[-1:]}
+        return {"model": model, "backend": backend, "precision": precision,
+                "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -58,5 +67,5 @@ def machine() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    r, m, b, s, f, o, d, p = json.loads(sys.argv[1])
-    print(json.dumps(measure(Path(r), m, b, s, f, o, d, p)))
+    r, m, b, s, f, o, d, p, t, c = json.loads(sys.argv[1])
+    print(json.dumps(measure(Path(r), m, b, s, f, o, d, p, t, c)))

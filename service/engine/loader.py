@@ -33,15 +33,25 @@ class Engine:
 
 
 def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
-                precision: str = "fp32", threads: int | None = None) -> Engine:
-    """Load a model on torch, onnxruntime (exporting ONNX on first use) or TensorRT."""
+                precision: str = "fp32", threads: int | None = None, compile: bool = False) -> Engine:
+    """Load a model on torch, onnxruntime (exporting ONNX on first use) or TensorRT.
+
+    compile: torch backend only, wrap the stages in torch.compile (CUDA graphs on CUDA); opt-in,
+    as the first frames of every new shape wait for the compiler.
+    """
     repo = ModelRepo(repo_root)
     entry = repo.entry(name)
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
     net = repo.load_network(entry)
     if backend == "torch":
-        return Engine(entry, TorchStages(net, device=device, precision=precision))
+        return Engine(entry, TorchStages(net, device=device, precision=precision, compile=compile))
+    if compile:
+        raise BackendUnavailable(f"compile applies to the torch backend only, not {backend!r}")
+    if backend == "onnx" and precision != "fp32":
+        # ORT's CPU provider has no bf16/fp16 convolutions: a converted graph runs fp32 behind casts.
+        raise BackendUnavailable(f"the onnx backend runs fp32 only, not {precision}; use the torch backend "
+                                 "for bf16 on CPU or tensorrt for fp16 on GPU")
     onnx_dir = ensure_onnx(entry, net)
     if backend == "onnx":
         from service.engine.backends.onnx_backend import OnnxStages

@@ -122,3 +122,12 @@ def test_onnx_stages_reject_missing_graphs_and_wrong_hidden_dim(exported: tuple[
         OnnxStages(tmp_path, SMALL.hidden_dim)
     with pytest.raises(ModelError, match="hidden_dim"):
         OnnxStages(out, SMALL.hidden_dim + 1)
+
+
+def test_onnx_backend_refuses_lower_precision(tiny_repo: Path) -> None:
+    """ORT's CPU provider has no bf16 convolutions: asking for them is an error, not silent fp32."""
+    from service.engine.loader import load_engine
+    from service.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable, match="fp32 only"):
+        load_engine(tiny_repo, "tiny", "onnx", precision="bf16")

@@ -28,10 +28,37 @@ def _import_ort() -> Any:
     return onnxruntime
 
 
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (hyperthread siblings count once).
+
+    One convolution thread per physical core: a sibling thread shares the core's FMA
+    units and only adds synchronisation. Falls back to the CPU count where the
+    topology is not readable (non-Linux).
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topo / "physical_package_id").read_text().strip(), (topo / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
 def _session_options(ort: Any, threads: int | None) -> Any:
-    """Options for latency-bound, one-request-at-a-time inference of a single graph."""
+    """Options for latency-bound, one-request-at-a-time inference of a single graph.
+
+    The fp32 graphs are convolution-bound (about 86 % of the time in Conv/FusedConv on
+    imos-lite at 480p), and ORT's x86 CPU provider has no bf16 or fp16 convolution, so
+    these options, not the precision, are what can be tuned; docs/benchmarks.md has the profile.
+    Creating the sessions takes about 0.1 s, so an optimised model is not saved to disk.
+    """
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads if threads is not None else (os.cpu_count() or 1)
+    opts.intra_op_num_threads = threads if threads is not None else physical_cores()
     # The graphs are chains of convolutions: nothing to run in parallel between operators.
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -50,7 +77,7 @@ def _to_numpy(t: torch.Tensor) -> Any:
 class OnnxStages:
     """Stages on onnxruntime InferenceSessions over ``model_dir``/{key,value,segment}.onnx.
 
-    ``threads``: intra-op threads (default: all cores). ``providers``: onnxruntime
+    ``threads``: intra-op threads (default: the physical cores this process may use). ``providers``: onnxruntime
     execution providers (default CPU); with any provider, tensors in and out stay on CPU.
     """
 

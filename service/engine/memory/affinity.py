@@ -1,10 +1,30 @@
-"""Memory matching: XMem's anisotropic L2 similarity, top-k softmax and readout."""
+"""Memory matching: XMem's anisotropic L2 similarity, top-k softmax and readout.
+
+Two ways to read the memory with the same numbers:
+
+- dense (XMem's): an [N, M] affinity matrix, zero outside each query's top-k,
+  then ``values @ affinity``;
+- gathered (:func:`gathered_read`): per block of queries, the similarity, its top-k
+  and their softmax weights, then a weighted sum of only the k selected memory
+  values (``embedding_bag``). No [N, M] affinity is built and the similarity
+  exists one block of queries at a time, so memory stays bounded for long
+  memories and large frames. The usage counts XMem takes as ``affinity.sum(2)``
+  are the same weights summed per memory entry (``index_add``).
+
+:func:`prefer_gathered` picks the faster one for a device; see docs/benchmarks.md.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+
+# Similarity elements computed at once by gathered_read (a block of queries x all memory entries):
+# 2**21 float32 = 8 MiB, which keeps the block near the CPU caches and bounds peak memory.
+BLOCK_ELEMENTS = 1 << 21
 
 
 def similarity(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_key: torch.Tensor,
@@ -27,6 +47,28 @@ def similarity(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_
     if mem_shrinkage is not None:
         sim = sim * mem_shrinkage.flatten(1).unsqueeze(2)
     return sim / math.sqrt(ck)
+
+
+def query_similarity(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_key: torch.Tensor,
+                     query_selection: torch.Tensor | None) -> torch.Tensor:
+    """:func:`similarity` transposed, query-major: [B, M, N], for inference (no autograd).
+
+    The same expanded form and rounding order as :func:`similarity`, but written into
+    one buffer (two accumulating matmuls, then in-place broadcasts): no [N, M]
+    temporaries, and each query's row is contiguous for the top-k that follows.
+    """
+    ck = mem_key.shape[1]
+    q = query_key.transpose(1, 2)
+    if query_selection is not None:
+        e = query_selection.transpose(1, 2)
+        sim = torch.bmm(q * e, mem_key).mul_(2)
+        sim.baddbmm_(e, mem_key.pow(2), alpha=-1)
+        sim.sub_((e * q.pow(2)).sum(2, keepdim=True))
+    else:
+        sim = torch.bmm(q, mem_key).mul_(2).sub_(mem_key.pow(2).sum(1, keepdim=True))
+    if mem_shrinkage is not None:
+        sim.mul_(mem_shrinkage)
+    return sim.div_(math.sqrt(ck))
 
 
 def topk_softmax(sim: torch.Tensor, top_k: int) -> torch.Tensor:
@@ -53,3 +95,85 @@ def full_softmax(sim: torch.Tensor) -> torch.Tensor:
 def readout(affinity: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     """values [K, C, N] @ affinity [1, N, M] -> [K, C, M]."""
     return values @ affinity
+
+
+@dataclass(frozen=True)
+class GroupValues:
+    """One object group's memory: the key-axis spans [start, end) it has values for, in
+    order, and its values [K_g, C, end - start] for each span (XMem's per-group memory)."""
+
+    spans: tuple[tuple[int, int], ...]
+    values: tuple[torch.Tensor, ...]
+
+    def select(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """The group's entries of ``t`` along ``dim`` (a view when it has one span)."""
+        parts = [t.narrow(dim, a, b - a) for a, b in self.spans]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+    def table(self) -> torch.Tensor:
+        """The values as a row-per-entry table [n, K_g*C] (what ``embedding_bag`` gathers from)."""
+        return torch.cat([v.flatten(0, 1).t() for v in self.values], 0)
+
+
+def dense_read(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_key: torch.Tensor,
+               query_selection: torch.Tensor, top_k: int,
+               groups: list[GroupValues]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """XMem's read: the dense [N, M] top-k affinity per group. Returns per group the
+    readout [K_g, C, M], and usage [N] (``affinity.sum(2)`` of group 0, which spans all N).
+
+    mem_key [1, Ck, N], mem_shrinkage [1, 1, N], query_key / query_selection [1, Ck, M].
+    """
+    sim = similarity(mem_key, mem_shrinkage, query_key, query_selection)
+    outs, usage = [], None
+    for gi, group in enumerate(groups):
+        affinity = topk_softmax(group.select(sim, 1), top_k)
+        if gi == 0:
+            usage = affinity.sum(dim=2).flatten()
+        outs.append(readout(affinity, torch.cat(group.values, -1)))
+    assert usage is not None and usage.shape[0] == mem_key.shape[-1], "group 0 must span the whole memory"
+    return outs, usage
+
+
+def topk_weights(sim_qm: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k softmax of a query-major similarity [M, N], max-subtracted as in :func:`topk_softmax`.
+    -> weights (summing to 1 per query) and memory indices, both [M, min(top_k, N)]."""
+    values, indices = torch.topk(sim_qm, k=min(top_k, sim_qm.shape[-1]), dim=-1)
+    weights = (values - values[:, :1]).exp_()
+    return weights.div_(weights.sum(-1, keepdim=True)), indices
+
+
+def gathered_read(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_key: torch.Tensor,
+                  query_selection: torch.Tensor, top_k: int,
+                  groups: list[GroupValues]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """:func:`dense_read` without the dense affinity, same arguments and results.
+
+    Queries go in blocks of about BLOCK_ELEMENTS similarities: similarity, top-k,
+    softmax weights, then the weighted sum of the k chosen value rows
+    (``embedding_bag``); usage is the weights added per memory index.
+    """
+    n, m = mem_key.shape[-1], query_key.shape[-1]
+    block = max(1, min(m, BLOCK_ELEMENTS // max(n, 1)))
+    tables = [g.table() for g in groups]
+    assert groups[0].spans == ((0, n),), "group 0 must span the whole memory"
+    usage = torch.zeros(n, dtype=torch.float32, device=mem_key.device)
+    parts: list[list[torch.Tensor]] = [[] for _ in groups]
+    for start in range(0, m, block):
+        sl = slice(start, start + block)
+        sim = query_similarity(mem_key, mem_shrinkage, query_key[:, :, sl], query_selection[:, :, sl])[0]
+        for gi, group in enumerate(groups):
+            weights, indices = topk_weights(group.select(sim, 1), top_k)
+            parts[gi].append(F.embedding_bag(indices, tables[gi], per_sample_weights=weights, mode="sum"))
+            if gi == 0:
+                usage.index_add_(0, indices.flatten(), weights.flatten())
+    outs = [torch.cat(p, 0).t().reshape(g.values[0].shape[0], -1, m) for p, g in zip(parts, groups)]
+    return outs, usage
+
+
+def prefer_gathered(device: torch.device) -> bool:
+    """Whether :func:`gathered_read` beats :func:`dense_read` on ``device``.
+
+    On CPU it is faster at every memory size measured (N = 900 .. 19,000 entries,
+    M = 900 queries; docs/benchmarks.md). On CUDA the dense read (XMem's) stays
+    the default until a GPU measurement says otherwise.
+    """
+    return device.type == "cpu"

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 import torch
 
-from service.engine.memory.affinity import full_softmax, readout, similarity, topk_softmax
+from service.engine.memory.affinity import (
+    GroupValues,
+    dense_read,
+    full_softmax,
+    gathered_read,
+    prefer_gathered,
+    readout,
+    similarity,
+)
 from service.engine.memory.store import KVStore
 from service.engine.spec import MemoryConfig
 
@@ -36,34 +44,41 @@ def match(mem: Memory, cfg: MemoryConfig, query_key: torch.Tensor,
 
     query_key, query_selection [1, Ck, h, w] -> readout [K, Cv, h, w] (objects in
     group order = object order) and the memory with usage counts updated.
+    On CPU the read gathers each query's top-k values instead of building XMem's
+    dense affinity (same numbers; affinity.prefer_gathered).
     """
     h, w = query_key.shape[-2:]
-    qk, qe = query_key.flatten(2), query_selection.flatten(2)
     work, long = mem.work, mem.long
     use_long = cfg.enable_long_term and long.size > 0
     keys = torch.cat([long.key, work.key], -1) if use_long else work.key
     shrink = torch.cat([long.shrinkage, work.shrinkage], -1) if use_long else work.shrinkage
     assert keys is not None
-    sim = similarity(keys, shrink, qk, qe)
     n_long = long.size if use_long else 0
-    sim_long, sim_work = sim[:, :n_long], sim[:, n_long:]
-    readouts = []
-    usage = None
-    for gi, gv in enumerate(work.values):
-        parts, vals = [sim_work[:, -work.value_size(gi):]], [gv]
-        if use_long and gi < long.num_groups:
-            parts.insert(0, sim_long[:, -long.value_size(gi):])
-            vals.insert(0, long.values[gi])
-        affinity = topk_softmax(torch.cat(parts, 1), cfg.top_k)
-        if gi == 0:
-            usage = affinity.sum(dim=2).flatten()
-        readouts.append(readout(affinity, torch.cat(vals, -1)))
-    assert usage is not None
+    groups = [_group_values(work, long if use_long else None, gi) for gi in range(work.num_groups)]
+    read = gathered_read if prefer_gathered(keys.device) else dense_read
+    readouts, usage = read(keys, shrink, query_key.flatten(2), query_selection.flatten(2), cfg.top_k, groups)
     work = work.update_usage(usage[n_long:])
     if use_long:
         long = long.update_usage(usage[:n_long])
     out = torch.cat(readouts, 0)
     return out.view(out.shape[0], out.shape[1], h, w), dataclasses.replace(mem, work=work, long=long)
+
+
+def _group_values(work: KVStore, long: KVStore | None, gi: int) -> GroupValues:
+    """Group gi's entries on the key axis [long | work]: a suffix of each store (values are end-aligned)."""
+    n_long = 0 if long is None else long.size
+    spans, values = [], []
+    if long is not None and gi < long.num_groups:
+        spans.append((n_long - long.value_size(gi), n_long))
+        values.append(long.values[gi])
+    total = n_long + work.size
+    start = total - work.value_size(gi)
+    if spans and spans[-1][1] == start:
+        spans[-1] = (spans[-1][0], total)
+    else:
+        spans.append((start, total))
+    values.append(work.values[gi])
+    return GroupValues(tuple(spans), tuple(values))
 
 
 def add(mem: Memory, cfg: MemoryConfig, key: torch.Tensor, shrinkage: torch.Tensor,
