@@ -27,10 +27,15 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(30.0, description="a worker's lease on a session lapses after this")
     checkpoint_every: int = Field(10, description="checkpoint memory state every N frames")
     worker_concurrency: int = Field(2, description="sessions one worker processes at once")
+    batch_max_size: int = Field(8, description="most frames of concurrent sessions batched into one stage call")
+    batch_max_delay_ms: float = Field(0.0, description="longest a stage call waits for a batch; 0 = off "
+                                                       "(batched results match to float rounding, not bit for bit)")
     max_frames: int = Field(5000, description="frames per session")
     max_frame_pixels: int = Field(4096 * 4096, description="pixels per frame")
     max_request_bytes: int = Field(1 << 30, description="bytes per upload")
     max_state_bytes: int = Field(256 << 20, description="largest memory checkpoint of one session pass")
+    state_fp16: bool = Field(False, description="memory checkpoints in fp16: half the Redis bytes; a pass resumed "
+                                                "from one differs from an uninterrupted run by fp16 rounding")
     max_grpc_message_bytes: int = Field(64 << 20, description="bytes per gRPC message")
     api_keys: str | None = Field(None, description="API keys as tenant:sha256hex,...; unset (and no file) = no auth")
     api_keys_file: Path | None = Field(None, description="YAML/JSON secrets file: {tenant: [sha256hex, ...]}")

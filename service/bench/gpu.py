@@ -1,7 +1,9 @@
 """``imos bench gpu`` / scripts/gpu_check.sh: what only a GPU can show, in under five minutes, as one JSON.
 
 CUDA-vs-CPU parity of the engine (XMem architecture, synthetic weights), frames/s at 480p in fp32, fp16 and
-bf16 for the bundled model and XMem's architecture, a batching curve of the encoders, TensorRT if importable.
+bf16 for the bundled model and XMem's architecture, a batching curve of the encoders and of concurrent sessions
+through the DynamicBatcher, TensorRT if importable; then the memory read (dense vs gathered top-k, which decides
+affinity.prefer_gathered on CUDA) and, last as compiling takes a while, fp16 with torch.compile + CUDA graphs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from service.bench.batching import sessions_curve
+from service.bench.reader import measure_reader
 from service.bench.synthetic_video import moving_ellipses
 from service.engine.loader import load_engine
 from service.engine.repo import default_repo_root
@@ -41,8 +45,9 @@ def parity(repo: Path) -> dict[str, Any]:
             "argmax_agreement": float((out["cpu"].argmax(1) == out["cuda"].argmax(1)).mean())}
 
 
-def speed(repo: Path, model: str, precision: str, size: int = 480, frames: int = 40) -> dict[str, Any]:
-    engine = load_engine(repo, model, "torch", "cuda", precision)
+def speed(repo: Path, model: str, precision: str, size: int = 480, frames: int = 40,
+          compile: bool = False) -> dict[str, Any]:
+    engine = load_engine(repo, model, "torch", "cuda", precision, compile=compile)
     video, masks = moving_ellipses(frames, size, size, 1)
     prop = engine.propagator({"size": "-1"})
     stamps = []
@@ -50,7 +55,7 @@ def speed(repo: Path, model: str, precision: str, size: int = 480, frames: int =
         torch.cuda.synchronize()
         stamps.append(time.perf_counter())
     steady = stamps[5:]
-    return {"model": model, "precision": precision, "size": size,
+    return {"model": model, "precision": precision, "size": size, "compile": compile,
             "frames_per_s": round((len(steady) - 1) / (steady[-1] - steady[0]), 1),
             "peak_mem_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1)}
 
@@ -62,8 +67,10 @@ def batching(repo: Path, model: str, size: int = 480) -> dict[str, Any]:
         image = torch.randn(batch, 3, size, size, device="cuda")
         seconds = _timed(lambda image=image: engine.stages.encode_key(image), 10)
         curve[str(batch)] = round(batch / seconds, 1)
+    # aggregate frames/s of 1..8 concurrent sessions through the worker's DynamicBatcher, and without it
+    sessions = sessions_curve(engine, size, frames=12)
     return {"model": model, "encode_key_images_per_s": curve,
-            "gain_8_vs_1": round(curve["8"] / curve["1"], 2)}
+            "gain_8_vs_1": round(curve["8"] / curve["1"], 2), "sessions": sessions}
 
 
 def tensorrt_probe() -> dict[str, Any]:
@@ -84,7 +91,9 @@ def run(out: Path, repo: Path | None = None) -> dict[str, Any]:
         ("parity", lambda: parity(repo)),
         ("speed", lambda: [speed(repo, m, p) for m in ("imos-lite", "xmem-synthetic") for p in ("fp32", "fp16", "bf16")]),
         ("batching", lambda: [batching(repo, m) for m in ("imos-lite", "xmem-synthetic")]),
-        ("tensorrt", tensorrt_probe)]
+        ("tensorrt", tensorrt_probe),
+        ("reader", lambda: measure_reader("cuda")),
+        ("compiled", lambda: [speed(repo, "imos-lite", "fp16", compile=True)])]
     for name, step in steps:
         started = time.perf_counter()
         try:

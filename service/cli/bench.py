@@ -19,10 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--frames", type=int, default=20)
     e.add_argument("--objects", type=int, default=1)
     e.add_argument("--device", default="cpu")
-    e.add_argument("--precision", default="fp32")
+    e.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (CPU), fp16 (CUDA)")
+    e.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and onnxruntime (default: all cores)")
+    e.add_argument("--compile", action="store_true", help="torch backend: torch.compile the stages")
     e.add_argument("--json", type=Path, default=None, help="also write the report here")
     add_repo_arg(e)
     e.set_defaults(func=run_engine)
+
+    rd = kinds.add_parser("reader", help="memory read: XMem's dense affinity vs the gathered top-k read, per size")
+    rd.add_argument("--device", default="cpu")
+    rd.add_argument("--queries", type=int, default=900, help="query positions per frame (900 at 480p)")
+    rd.add_argument("--sizes", default="900,2700,9000,19000", help="comma-separated memory sizes N")
+    rd.add_argument("--value-dim", type=int, default=512)
+    rd.add_argument("--threads", type=int, default=None)
+    rd.add_argument("--json", type=Path, default=None)
+    rd.set_defaults(func=run_reader_cmd)
 
     sb = kinds.add_parser("state", help="memory-state bytes (fp32/fp16) and checkpoint cost vs frame time")
     sb.add_argument("--model", default=None)
@@ -51,18 +63,41 @@ def register(sub: argparse._SubParsersAction) -> None:
     ld.add_argument("--set", action="append", metavar="NAME=VALUE")
     ld.add_argument("--json", type=Path, default=None)
     ld.set_defaults(func=run_load_cmd)
+    _register_batching(kinds)
 
 
 def run_engine(args: argparse.Namespace) -> int:
     from service.bench.engine import machine, run_isolated
 
+    precisions = [p.strip() for p in args.precision.split(",")]
     runs = [run_isolated(repo_root(args), args.model or default_model(), b.strip(), args.size, args.frames,
-                         args.objects, args.device, args.precision) for b in args.backend.split(",")]
+                         args.objects, args.device, p, args.threads, args.compile)
+            for b in args.backend.split(",") for p in precisions
+            if b.strip() != "onnx" or p == "fp32"]  # onnxruntime on CPU computes in fp32 only
     ok = [r for r in runs if "frames_per_s" in r]
     report = {"bench": "engine", "machine": machine(), "runs": runs}
     if len(ok) > 1:
         base = ok[0]["frames_per_s"]
-        report["ratio_to_first"] = {r["backend"]: round(r["frames_per_s"] / base, 3) for r in ok}
+        name = (lambda r: r["backend"]) if len(precisions) == 1 else (lambda r: f"{r['backend']} {r['precision']}")
+        report["ratio_to_first"] = {name(r): round(r["frames_per_s"] / base, 3) for r in ok}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0
+
+
+def run_reader_cmd(args: argparse.Namespace) -> int:
+    import torch
+
+    from service.bench.engine import machine
+    from service.bench.reader import measure_reader
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    sizes = tuple(int(n) for n in args.sizes.split(","))
+    report = {"bench": "reader", "machine": machine(),
+              **measure_reader(args.device, args.queries, sizes, value_dim=args.value_dim)}
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text)
@@ -100,6 +135,40 @@ def run_serving_cmd(args: argparse.Namespace) -> int:
 
     report = {"bench": "serving", **measure_serving(repo_root(args), args.model or default_model(), args.size,
                                                     args.frames, args.repeats)}
+    text = json.dumps(report, indent=2)
+    if args.json:
+        args.json.write_text(text)
+    print(text)
+    return 0
+
+
+def _register_batching(kinds: argparse._SubParsersAction) -> None:
+    bt = kinds.add_parser("batching", help="frames/s of 1..8 concurrent sessions with and without dynamic batching")
+    bt.add_argument("--model", default=None)
+    bt.add_argument("--size", type=int, default=240, help="frame height and width in pixels")
+    bt.add_argument("--frames", type=int, default=12, help="frames per session")
+    bt.add_argument("--sessions", default="1,2,4,8", help="comma-separated concurrent session counts")
+    bt.add_argument("--objects", type=int, default=1)
+    bt.add_argument("--backend", default="torch")
+    bt.add_argument("--device", default="cpu")
+    bt.add_argument("--precision", default="fp32")
+    bt.add_argument("--max-batch", type=int, default=8)
+    bt.add_argument("--max-delay-ms", type=float, default=2.0)
+    bt.add_argument("--json", type=Path, default=None)
+    add_repo_arg(bt)
+    bt.set_defaults(func=run_batching_cmd)
+
+
+def run_batching_cmd(args: argparse.Namespace) -> int:
+    from service.bench.batching import measure_batching
+    from service.bench.engine import machine
+    from service.engine.batching import BatchConfig
+
+    sessions = tuple(int(n) for n in args.sessions.split(","))
+    report = {"bench": "batching", "machine": machine(),
+              **measure_batching(repo_root(args), args.model or default_model(), args.size, args.frames, sessions,
+                                 args.objects, args.backend, args.device, args.precision,
+                                 BatchConfig(args.max_batch, args.max_delay_ms))}
     text = json.dumps(report, indent=2)
     if args.json:
         args.json.write_text(text)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from service.engine import processor
 from service.engine.backends.base import Stages
+from service.engine.batching import ClientLease, DynamicBatcher, client_lease
 from service.engine.preprocess import image_tensor, mask_tensor, plan_geometry, unpad_probs
 from service.engine.spec import MemoryConfig
 from service.engine.state import BACKWARD, FORWARD, SessionState
@@ -107,18 +110,43 @@ class Propagator:
         frames = check_frames(frames)
         n = len(frames)
         wanted = (FORWARD, BACKWARD) if direction == "both" else (direction,)
-        states: list[SessionState] = []
-        for d in wanted:
-            st, first = self.start(frames[anchor] if 0 <= anchor < n else frames[0], mask, anchor, d, n)
-            if d == wanted[0]:
-                yield first
-            states.append(st)
-        while states:
-            nxt = []
-            for st in states:
-                if not st.finished:
-                    st, res = self.advance(st, frames[st.cursor])
+        first = frames[anchor] if 0 <= anchor < n else frames[0]
+        with ExitStack() as stack:
+            # Each direction is a batcher client until it finishes, so a lone session's calls never
+            # wait; with a batcher the two directions step in two threads, their stage calls meeting
+            # in one batch of two, and results are still yielded forward first, then backward.
+            leases = {d: stack.enter_context(client_lease(self.stages)) for d in wanted}
+            pool = None
+            if len(wanted) > 1 and isinstance(self.stages, DynamicBatcher):
+                pool = stack.enter_context(ThreadPoolExecutor(len(wanted), "imos-direction"))
+            started = list(_each(pool, self.start, [(first, mask, anchor, d, n) for d in wanted]))
+            yield started[0][1]
+            states = _unfinished([st for st, _ in started], leases)
+            while states:
+                stepped = []
+                for st, res in _each(pool, self.advance, [(st, frames[st.cursor]) for st in states]):
                     yield res
-                    nxt.append(st)
-            states = [s for s in nxt if not s.finished]
+                    stepped.append(st)
+                states = _unfinished(stepped, leases)
 
+
+def _unfinished(states: list[SessionState], leases: dict[str, ClientLease]) -> list[SessionState]:
+    """The states still to step; a finished direction stops being a batcher client."""
+    for st in states:
+        if st.finished:
+            leases[st.direction].release()
+    return [st for st in states if not st.finished]
+
+
+Step = tuple[SessionState, FrameResult]
+
+
+def _each(pool: ThreadPoolExecutor | None, fn: Callable[..., Step], calls: list[tuple[object, ...]]) -> Iterator[Step]:
+    """fn(*args) for each call, in order: one after another (lazily) without a pool, else all at once."""
+    if pool is None:
+        for args in calls:
+            yield fn(*args)
+        return
+    futures = [pool.submit(fn, *args) for args in calls]
+    for future in futures:
+        yield future.result()

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar
 
 import numpy as np
 
+from service.engine.batching import ClientLease, DynamicBatcher, client_lease
 from service.engine.propagate import FrameResult, Propagator
 from service.engine.state import SessionState
 from service.metrics import Metrics
@@ -40,6 +44,8 @@ class RunContext:
     annotations: dict[int, bytes] = field(default_factory=dict)
     metrics: Metrics | None = None
     max_state_bytes: int | None = None
+    executor: Executor | None = None  # engine threads (None: asyncio's default pool)
+    state_fp16: bool = False  # checkpoints in fp16 (settings.state_fp16)
 
 
 def pass_finished(ctx: RunContext, cur: PassCursor) -> bool:
@@ -58,8 +64,10 @@ def next_index(ctx: RunContext, cur: PassCursor) -> int | None:
     return t if 0 <= t < min(limit, ctx.available) else None
 
 
-async def step_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor) -> FrameResult:
-    """Process one frame of one pass (the engine runs in a thread) and publish it if owned."""
+async def compute_pass(records: SessionRecords, ctx: RunContext,
+                       cur: PassCursor) -> tuple[int, SessionState, FrameResult]:
+    """Process the next frame of one pass (the engine runs in a thread): (frame index, next state,
+    result). ``cur`` is not touched, so two passes can compute at once and commit one after the other."""
     t = next_index(ctx, cur)
     assert t is not None
     frame = await records.frame(ctx.sid, t)
@@ -67,13 +75,19 @@ async def step_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor) -
     started = time.perf_counter()
     if cur.state is None:
         assert mask is not None
-        state, res = await asyncio.to_thread(ctx.prop.start, frame, mask, t, cur.direction, ctx.run.num_frames)
+        state, res = await _in_thread(ctx, ctx.prop.start, frame, mask, t, cur.direction, ctx.run.num_frames)
     else:
-        state, res = await asyncio.to_thread(ctx.prop.advance, cur.state, frame, mask)
-    cur.state, cur.since_checkpoint = state, cur.since_checkpoint + 1
+        state, res = await _in_thread(ctx, ctx.prop.advance, cur.state, frame, mask)
     if ctx.metrics is not None:
         ctx.metrics.frames.labels(cur.direction).inc()
         ctx.metrics.frame_seconds.observe(time.perf_counter() - started)
+    return t, state, res
+
+
+async def commit_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor, t: int, state: SessionState,
+                      res: FrameResult) -> None:
+    """Advance the pass's cursor past frame t and publish the frame if this pass owns it."""
+    cur.state, cur.since_checkpoint = state, cur.since_checkpoint + 1
     if ctx.run.owner(t) == cur.direction:
         cur.published += 1
         # After a failover the frames since the last checkpoint are recomputed (identically); the
@@ -81,7 +95,15 @@ async def step_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor) -
         if await records.result_run(ctx.sid, t) != ctx.run.id:
             event = Event("frame", ctx.run.id, t, cur.direction, published=cur.published, total=ctx.run.num_frames)
             await records.publish_result(ctx.sid, t, ctx.run.id, encode_labels(res.labels()), event)
-    return res
+
+
+T = TypeVar("T")
+
+
+async def _in_thread(ctx: RunContext, fn: Callable[..., T], *args: Any) -> T:
+    """asyncio.to_thread on the run's executor (context variables travel along as with to_thread)."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    return await asyncio.get_running_loop().run_in_executor(ctx.executor, call)
 
 
 def _annotation(ctx: RunContext, t: int) -> np.ndarray | None:
@@ -95,7 +117,8 @@ async def checkpoint(records: SessionRecords, ctx: RunContext, cur: PassCursor,
     if cur.state is None:
         return
     started = time.perf_counter()
-    size = await records.put_state(ctx.sid, cur.direction, cur.state, limit=ctx.max_state_bytes)
+    size = await records.put_state(ctx.sid, cur.direction, cur.state, fp16=ctx.state_fp16,
+                                   limit=ctx.max_state_bytes)
     if ctx.metrics is not None:
         ctx.metrics.state_bytes.observe(size)
     await records.put_progress(ctx.sid, cur.direction,
@@ -124,31 +147,61 @@ CONTINUE, STOP_SAVE, STOP_ABANDON = "continue", "stop-save", "stop-abandon"
 
 async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every: int,
                       keep_going: KeepGoing) -> bool:
-    """Interleave the passes frame by frame while frames are available.
+    """Step the passes together, one frame each per round, while frames are available.
 
-    keep_going() is called after every frame: CONTINUE; STOP_SAVE (the run was
-    replaced: save every pass so nothing is published twice on resume); or
-    STOP_ABANDON (the lease is lost: another worker owns the state now).
+    The passes with a frame available compute at once when the stages are a batcher (their stage
+    calls meet as one batch); their results are then committed, checkpointed and published in
+    pass order, as when they ran one after the other. keep_going() is called after every round:
+    CONTINUE; STOP_SAVE (the run was replaced: save every pass so nothing is published twice on
+    resume); or STOP_ABANDON (the lease is lost: another worker owns the state now).
     Returns True when every pass is finished.
     """
     cursors = await load_cursors(records, ctx.sid, ctx.run)
-    progressed = True
-    while progressed:
-        progressed = False
-        for cur in cursors:
-            if pass_finished(ctx, cur) or next_index(ctx, cur) is None:
-                continue
-            await step_pass(records, ctx, cur)
-            progressed = True
-            if cur.since_checkpoint >= checkpoint_every:
-                await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
-            verdict = await keep_going()  # every frame: a drain or a replaced run stops within one frame
+    leases: dict[str, ClientLease] = {}
+    try:
+        while True:
+            ready = [c for c in cursors if not pass_finished(ctx, c) and next_index(ctx, c) is not None]
+            _lease_ready(ctx, cursors, ready, leases)
+            if not ready:
+                break
+            steps = await _compute_all(records, ctx, ready)
+            for cur, (t, state, res) in zip(ready, steps):
+                await commit_pass(records, ctx, cur, t, state, res)
+                if cur.since_checkpoint >= checkpoint_every:
+                    await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
+            verdict = await keep_going()  # every round: a drain or a replaced run stops within one frame
             if verdict == STOP_ABANDON:
                 return False
             if verdict == STOP_SAVE:
-                progressed = False
                 break
+    finally:
+        for lease in leases.values():
+            lease.release()
     for cur in cursors:
         await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
     return all(pass_finished(ctx, c) for c in cursors)
 
+
+def _lease_ready(ctx: RunContext, cursors: list[PassCursor], ready: list[PassCursor],
+                 leases: dict[str, ClientLease]) -> None:
+    """The passes stepping this round, and only they, are batcher clients: other sessions' calls may
+    wait (up to the batcher's max delay) for them, never for a pass that waits for frames or is done."""
+    for cur in cursors:
+        stepping = any(c is cur for c in ready)
+        if stepping and cur.direction not in leases:
+            leases[cur.direction] = client_lease(ctx.prop.stages)
+        elif not stepping and cur.direction in leases:
+            leases.pop(cur.direction).release()
+
+
+async def _compute_all(records: SessionRecords, ctx: RunContext,
+                       ready: list[PassCursor]) -> list[tuple[int, SessionState, FrameResult]]:
+    """compute_pass of every ready pass: at once when a batcher can join their stage calls (the first
+    error raised only after all have returned, so no engine thread outlives the run), else in turn."""
+    if not isinstance(ctx.prop.stages, DynamicBatcher):
+        return [await compute_pass(records, ctx, c) for c in ready]
+    outcomes = await asyncio.gather(*(compute_pass(records, ctx, c) for c in ready), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return outcomes  # type: ignore[return-value]

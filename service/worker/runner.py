@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
+from service.engine.batching import BatchConfig, DynamicBatcher, batched
 from service.engine.loader import Engine
 from service.errors import ImosError, NotFound, StoreUnavailable
 from service.metrics import Metrics
@@ -25,20 +28,36 @@ def worker_id() -> str:
 
 
 class Worker:
-    """Owns the engine; processes any session whose job it takes (state lives in the store)."""
+    """Owns the engine; processes any session whose job it takes (state lives in the store).
+
+    When the settings enable batching (IMOS_BATCH_MAX_DELAY_MS > 0) the engine's stages are wrapped
+    in a DynamicBatcher, so the frames of concurrent sessions and of a session's two passes run as
+    one batch.
+    """
 
     def __init__(self, records: SessionRecords, engine: Engine, settings: Settings, ident: str | None = None,
                  metrics: Metrics | None = None, tracing: Tracing | None = None) -> None:
-        self.records, self.engine, self.settings = records, engine, settings
+        batching = BatchConfig(settings.batch_max_size, settings.batch_max_delay_ms)
+        self.engine = dataclasses.replace(engine, stages=batched(engine.stages, batching))
+        self.records, self.settings = records, settings
         self.metrics = metrics
         self.tracing = tracing or Tracing()
         self.id = ident or worker_id()
         self.frames_done = 0
         self._slots = asyncio.Semaphore(max(1, settings.worker_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
+        # Its own engine threads, two per session (one per pass): threads blocked in the batcher
+        # must not take asyncio's default pool from the rest of the process, nor be limited by it.
+        self._threads = ThreadPoolExecutor(2 * max(1, settings.worker_concurrency), "imos-engine")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take jobs until stop is set; jobs in hand then checkpoint at the next frame and hand over."""
+        try:
+            await self._take_jobs(stop)
+        finally:
+            self.close()
+
+    async def _take_jobs(self, stop: asyncio.Event) -> None:
         self._stop = stop
         backoff = 0.5
         next_reclaim = 0.0
@@ -64,6 +83,12 @@ class Worker:
             task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def close(self) -> None:
+        """Stop the engine threads and the batcher (after run() has returned)."""
+        self._threads.shutdown(wait=False)
+        if isinstance(self.engine.stages, DynamicBatcher):
+            self.engine.stages.close()
 
     async def _adopt_orphans(self) -> None:
         """Re-enqueue active sessions whose lease has lapsed (their worker died mid-run)."""
@@ -136,7 +161,7 @@ class Worker:
             return  # already complete: a duplicate job
         ctx = RunContext(sid, meta, run, self.engine.propagator(meta.settings),
                          await self.records.num_frames(sid), await self.records.annotations(sid), self.metrics,
-                         self.settings.max_state_bytes)
+                         self.settings.max_state_bytes, self._threads, self.settings.state_fp16)
 
         async def keep_going() -> str:
             held = await self.records.store.lease_refresh(self.records.key(sid, "lease"), self.id,

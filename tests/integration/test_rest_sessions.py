@@ -147,3 +147,26 @@ def test_state_over_the_limit_is_a_clear_error(embedded_settings: Settings) -> N
             assert r.status_code == 400 and "IMOS_MAX_STATE_BYTES" in r.json()["detail"]
 
     asyncio.run(scenario())
+
+
+def test_fp16_checkpoints_halve_the_state_and_keep_the_masks(embedded_settings: Settings) -> None:
+    """IMOS_STATE_FP16: the stored memory state is about half the bytes; masks of an uninterrupted
+    run are unchanged (only a resumed pass would see the rounding)."""
+    frames, masks = _sequence()
+
+    async def run(settings: Settings) -> tuple[int, bytes]:
+        async with rest_client(settings) as (client, rt):
+            sid = (await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))})).json()["id"]
+            await client.put(f"/v1/sessions/{sid}/masks/0", files={"mask": ("m.npy", npy_bytes(masks[0]))})
+            assert (await client.post(f"/v1/sessions/{sid}/propagate", json={"direction": "forward"})).status_code == 202
+            events = parse_sse((await client.get(f"/v1/sessions/{sid}/events")).text)
+            assert events[-1]["event"] == "done"
+            raw = await rt.records.store.hget(rt.records.key(sid, "state"), "forward")
+            assert raw is not None
+            result = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"})
+            return len(raw), result.content
+
+    full, masks32 = asyncio.run(run(embedded_settings))
+    half, masks16 = asyncio.run(run(embedded_settings.model_copy(update={"state_fp16": True})))
+    assert half < 0.6 * full
+    assert masks16 == masks32

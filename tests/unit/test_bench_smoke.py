@@ -42,3 +42,40 @@ def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_p
     assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "grpc_track"}
     assert all(v > 0 for v in report["ratio_to_in_process"].values())
     capsys.readouterr()
+
+
+def test_bench_batching_reports_a_curve_with_and_without_batching(tiny_repo: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "batching.json"
+    assert main(["bench", "batching", "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "48",
+                 "--frames", "5", "--sessions", "1,2", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [p["sessions"] for p in report["curve"]] == [1, 2]
+    assert all(p["unbatched_frames_per_s"] > 0 and p["batched_frames_per_s"] > 0 for p in report["curve"])
+    assert max(int(k) for k in report["curve"][1]["batch_sizes"]) >= 2  # both passes, two sessions: batches
+    assert set(report["ratio_by_sessions"]) == {"1", "2"}
+    capsys.readouterr()
+
+
+def test_bench_reader_compares_dense_and_gathered_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "reader.json"
+    assert main(["bench", "reader", "--queries", "16", "--sizes", "20,200", "--value-dim", "8",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [r["memory_entries"] for r in report["rows"]] == [20, 200]
+    assert all(r["dense_ms"] > 0 and r["gathered_ms"] > 0 for r in report["rows"])
+    assert report["engine_uses"] == "gathered"  # on CPU
+    capsys.readouterr()
+
+
+def test_bench_engine_runs_every_precision_with_set_threads(tiny_repo: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "engine.json"
+    assert main(["bench", "engine", "--model", "tiny", "--model-repo", str(tiny_repo), "--backend", "torch",
+                 "--precision", "fp32,bf16", "--threads", "1", "--size", "64", "--frames", "5",
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["precision"], r["threads"], r["torch_threads"]) for r in report["runs"]] == [("fp32", 1, 1),
+                                                                                          ("bf16", 1, 1)]
+    assert set(report["ratio_to_first"]) == {"torch fp32", "torch bf16"}
+    capsys.readouterr()
