@@ -28,6 +28,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--out", type=Path, required=True, help="folder for log.jsonl, checkpoints, best weights")
     t.add_argument("--name", default=None, help="model repository entry to write (default: the config's name)")
     t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
+                   help="stop at this step and write the model (best so far); the learning-rate schedule stays "
+                        "the full run's, so resuming later without it continues the same run")
     _common(t)
     t.set_defaults(func=run_train)
 
@@ -76,7 +79,7 @@ def run_train(args: argparse.Namespace) -> int:
     req = TrainRequest(config=_load(args), data=tuple(args.data), out_dir=args.out, repo_root=repo_root(args),
                        name=args.name, resume=args.resume, device=args.device, eval_root=args.eval_root,
                        no_eval=args.no_eval, command=_command(), config_path=str(args.config),
-                       datasets=_datasets(args))
+                       datasets=_datasets(args), stop_at=args.stop_at)
     entry = train(req)
     print(f"wrote {entry.name}:{entry.version} -> {entry.weights_path}")
     return 0

@@ -123,8 +123,11 @@ def start_state(job: Job, opt: torch.optim.Optimizer, resume: bool, log: Logbook
     return snap
 
 
-def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: bool) -> Outcome:
-    """Train from step 0 or the latest checkpoint to cfg.total_iterations."""
+def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: bool,
+        stop_at: int | None = None) -> Outcome:
+    """Train from step 0 or the latest checkpoint to cfg.total_iterations, or stop early at step
+    ``stop_at`` (the learning-rate schedule stays the full run's; the last step is evaluated and
+    checkpointed, so a later resume without stop_at continues exactly)."""
     cfg = job.cfg
     job.out_dir.mkdir(parents=True, exist_ok=True)
     log = Logbook(job.out_dir / "log.jsonl", cfg.log_every)
@@ -135,8 +138,9 @@ def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: boo
     sessions = [*snap.extra.get("sessions", []), {"command": job.command, "from_step": snap.step,
                                                   "started": round(time.time(), 1)}]
     total = cfg.total_iterations
+    end = total if stop_at is None else max(0, min(total, stop_at))
     clock = time.perf_counter()
-    for step, batch in zip(range(snap.step, total), batches(sampler, snap.step, total, cfg.workers)):
+    for step, batch in zip(range(snap.step, end), batches(sampler, snap.step, end, cfg.workers)):
         _set_lr(opt, cfg.optim.lr * lr_factor(step, total, cfg.optim))
         batch = batch.to(job.device)
         set_modes(job)
@@ -145,13 +149,13 @@ def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: boo
         log.step(step, cfg.stage_at(step)[1].name, terms, norm, opt.param_groups[0]["lr"], batch,
                  time.perf_counter() - clock)
         done = step + 1
-        if evaluator is not None and cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == total):
+        if evaluator is not None and cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == end):
             best = _evaluate(job, evaluator, done, history, best, log)
-        if done % cfg.checkpoint_every == 0 or done == total:
+        if done % cfg.checkpoint_every == 0 or done == end:
             _checkpoint(job, opt, done, (history, best, sessions), wall + time.perf_counter() - clock)
         wall += time.perf_counter() - clock
         clock = time.perf_counter()
-    return _outcome(job, history, best, wall, log, sessions)
+    return _outcome(job, history, best, wall, log, sessions, max(end, snap.step))
 
 
 def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
@@ -183,11 +187,11 @@ def _checkpoint(job: Job, opt: torch.optim.Optimizer, step: int,
 
 
 def _outcome(job: Job, history: list[dict[str, Any]], best: dict[str, Any] | None, wall: float,
-             log: Logbook, sessions: list[dict[str, Any]]) -> Outcome:
+             log: Logbook, sessions: list[dict[str, Any]], steps: int) -> Outcome:
     state = {k: v.detach().cpu() for k, v in job.net.state_dict().items()}
     best_file = job.out_dir / "best.safetensors"
     if job.cfg.select == "best" and best is not None and best_file.is_file():
         state = load_file(str(best_file))
     if not log.recent():
         print("imos train: nothing to do, the run is already complete", file=sys.stderr)
-    return Outcome(job.cfg.total_iterations, wall, tuple(history), best, log.recent(), state, tuple(sessions))
+    return Outcome(steps, wall, tuple(history), best, log.recent(), state, tuple(sessions))

@@ -37,6 +37,7 @@ class TrainRequest:
     eval_root: Path | None = None
     no_eval: bool = False
     datasets: tuple[str, ...] = ()
+    stop_at: int | None = None
     command: str = ""
     config_path: str | None = None
 
@@ -110,10 +111,12 @@ def train(req: TrainRequest) -> ModelEntry:
     root = eval_root(req)
     sources = DataSources(req.data, forbidden=[root] if root is not None else [], datasets=req.datasets)
     job = Job(cfg, build_net(cfg, spec, repo), req.out_dir, device, command=req.command)
-    outcome = run(job, ClipSampler(cfg, sources), make_evaluator(cfg, root, device), req.resume)
+    outcome = run(job, ClipSampler(cfg, sources), make_evaluator(cfg, root, device), req.resume,
+                  req.stop_at)
     size = cfg.inference_size or cfg.eval.size or cfg.resolution
     extra = {"trained_by": "imos train", "config_file": req.config_path, "config": cfg.to_dict(),
-             "seed": cfg.seed, "init": cfg.init, "datasets": list(req.datasets) or "all", "selected": _selected(cfg, outcome.best),
+             "seed": cfg.seed, "init": cfg.init, "datasets": list(req.datasets) or "all",
+             "planned_steps": cfg.total_iterations, "selected": _selected(cfg, outcome.best),
              "eval_root": str(root) if root else None}
     prov = provenance(outcome, req.data, req.command, str(device), extra, sources.describe())
     description = (f"Trained by imos train from {'scratch' if cfg.init is None else cfg.init} "

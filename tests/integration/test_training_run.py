@@ -35,10 +35,11 @@ def roots(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_root(base / "train"), make_root(base / "dev", sequences=2, statics=0, prefix="dev")
 
 
-def _run(tmp: Path, roots: tuple[Path, Path], out: str, resume: bool = False, **changes: object):  # type: ignore[no-untyped-def]
+def _run(tmp: Path, roots: tuple[Path, Path], out: str, resume: bool = False,  # type: ignore[no-untyped-def]
+         stop_at: int | None = None, **changes: object):
     cfg = tiny_config(**changes)
     req = TrainRequest(config=cfg, data=(roots[0],), out_dir=tmp / out, repo_root=tmp / "repo", name=out,
-                       resume=resume, command="pytest")
+                       resume=resume, command="pytest", stop_at=stop_at)
     return train(req)
 
 
@@ -76,6 +77,17 @@ def test_resume_continues_exactly(tmp_path: Path, roots: tuple[Path, Path]) -> N
     assert [r["step"] for r in log if r["event"] == "step"] == [0, 1, 2, 3, 4, 5, 3, 4, 5]
     sessions = yaml.safe_load((resumed.directory / "model.yaml").read_text())["provenance"]["sessions"]
     assert [s["from_step"] for s in sessions] == [0, 3] and sessions[1]["command"] == "pytest"
+
+
+def test_stop_early_writes_the_model_and_resuming_finishes_the_same_run(tmp_path: Path,
+                                                                       roots: tuple[Path, Path]) -> None:
+    whole = _run(tmp_path, roots, "whole")
+    early = _run(tmp_path, roots, "early", stop_at=4)
+    prov = yaml.safe_load((early.directory / "model.yaml").read_text())["provenance"]
+    assert prov["steps"] == 4 and prov["planned_steps"] == 6
+    finished = _run(tmp_path, roots, "early", resume=True)
+    a, b = load_file(str(whole.weights_path)), load_file(str(finished.weights_path))
+    assert all(torch.equal(a[k], b[k]) for k in a), "the learning-rate schedule must not change with stop_at"
 
 
 def test_train_writes_an_entry_with_provenance_and_evaluation(tmp_path: Path, roots: tuple[Path, Path]) -> None:
