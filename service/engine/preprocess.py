@@ -35,10 +35,12 @@ class Geometry:
         return (self.rh, self.rw) != (self.height, self.width)
 
 
-def plan_geometry(height: int, width: int, size: int) -> Geometry:
-    """size = target shorter side (-1: native)."""
+def plan_geometry(height: int, width: int, size: int, max_upscale: int = 0) -> Geometry:
+    """size = target shorter side (-1: native); max_upscale > 0 caps the enlargement factor."""
     if size > 0:
         scale = size / min(height, width)
+        if max_upscale > 0:
+            scale = min(scale, float(max_upscale))
         rh, rw = int(round(height * scale)), int(round(width * scale))
     else:
         rh, rw = height, width

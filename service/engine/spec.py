@@ -96,7 +96,9 @@ class ModelSpec:
 class MemoryConfig:
     """XMem's inference settings, under XMem's names.
 
-    ``size`` is the shorter side frames are resized to (-1 keeps native).
+    ``size`` is the shorter side frames are resized to (-1 keeps native). ``max_upscale`` (not an
+    XMem setting; 0 = no limit) caps how many times a small frame is enlarged to reach ``size``:
+    tiny MRI crops blown up past the scale the model saw in training lose more than they gain.
     """
 
     top_k: int = 30
@@ -109,6 +111,7 @@ class MemoryConfig:
     num_prototypes: int = 128
     max_long_term_elements: int = 10000
     size: int = 480
+    max_upscale: int = 0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -125,6 +128,8 @@ class MemoryConfig:
             raise InvalidInput("max_long_term_elements must exceed num_prototypes")
         if self.size != -1 and self.size < 16:
             raise InvalidInput("size must be -1 (native) or >= 16")
+        if self.max_upscale < 0:
+            raise InvalidInput("max_upscale must be 0 (no limit) or >= 1")
 
     def with_overrides(self, overrides: Mapping[str, str | int | bool]) -> "MemoryConfig":
         """Return a copy with ``NAME=VALUE`` overrides parsed to each field's type."""
