@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from service.cli.common import add_repo_arg, default_model, repo_root
 
@@ -66,6 +67,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_batching(kinds)
 
 
+def _emit(report: dict[str, Any], path: Path | None) -> None:
+    """Print the report as JSON and also write it to ``path`` when given."""
+    text = json.dumps(report, indent=2)
+    if path:
+        path.write_text(text)
+    print(text)
+
+
 def run_engine(args: argparse.Namespace) -> int:
     from service.bench.engine import machine, run_isolated
 
@@ -80,10 +89,7 @@ def run_engine(args: argparse.Namespace) -> int:
         base = ok[0]["frames_per_s"]
         name = (lambda r: r["backend"]) if len(precisions) == 1 else (lambda r: f"{r['backend']} {r['precision']}")
         report["ratio_to_first"] = {name(r): round(r["frames_per_s"] / base, 3) for r in ok}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    _emit(report, args.json)
     return 0
 
 
@@ -98,10 +104,7 @@ def run_reader_cmd(args: argparse.Namespace) -> int:
     sizes = tuple(int(n) for n in args.sizes.split(","))
     report = {"bench": "reader", "machine": machine(),
               **measure_reader(args.device, args.queries, sizes, value_dim=args.value_dim)}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    _emit(report, args.json)
     return 0
 
 
@@ -111,10 +114,7 @@ def run_load_cmd(args: argparse.Namespace) -> int:
 
     report = {"bench": "load", **run_load(args.server, args.grpc, args.sessions, args.frames, args.size,
                                           parse_sets(args.set))}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    _emit(report, args.json)
     return 0 if not report["errors"] else 1
 
 
@@ -123,10 +123,7 @@ def run_state_cmd(args: argparse.Namespace) -> int:
 
     report = {"bench": "state", **measure_state(repo_root(args), args.model or default_model(), args.size,
                                                 args.frames, args.objects)}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    _emit(report, args.json)
     return 0
 
 
@@ -135,10 +132,7 @@ def run_serving_cmd(args: argparse.Namespace) -> int:
 
     report = {"bench": "serving", **measure_serving(repo_root(args), args.model or default_model(), args.size,
                                                     args.frames, args.repeats)}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    _emit(report, args.json)
     return 0
 
 
@@ -169,8 +163,5 @@ def run_batching_cmd(args: argparse.Namespace) -> int:
               **measure_batching(repo_root(args), args.model or default_model(), args.size, args.frames, sessions,
                                  args.objects, args.backend, args.device, args.precision,
                                  BatchConfig(args.max_batch, args.max_delay_ms))}
-    text = json.dumps(report, indent=2)
-    if args.json:
-        args.json.write_text(text)
-    print(text)
+    _emit(report, args.json)
     return 0
