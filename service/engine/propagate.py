@@ -119,7 +119,13 @@ class Propagator:
             pool = None
             if len(wanted) > 1 and isinstance(self.stages, DynamicBatcher):
                 pool = stack.enter_context(ThreadPoolExecutor(len(wanted), "imos-direction"))
-            started = list(_each(pool, self.start, [(first, mask, anchor, d, n) for d in wanted]))
+            if len(wanted) == 2 and 0 < anchor < n - 1:
+                # The anchor step is the same computation in both directions (same frame, mask and
+                # empty memory, memorised by both): do it once and turn the state around.
+                fwd = self.start(first, mask, anchor, FORWARD, n)
+                started = [fwd, (dataclasses.replace(fwd[0], direction=BACKWARD, cursor=anchor - 1), fwd[1])]
+            else:
+                started = list(_each(pool, self.start, [(first, mask, anchor, d, n) for d in wanted]))
             yield started[0][1]
             states = _unfinished([st for st, _ in started], leases)
             while states:

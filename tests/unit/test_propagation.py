@@ -49,3 +49,29 @@ def test_object_joining_later_is_tracked_through_consolidation(tiny_propagator: 
     for store in (mem.work, mem.long):  # group values stay aligned to the end of the key axis
         assert all(store.value_size(g) <= store.size for g in range(store.num_groups))
     assert st.core.hidden is not None and st.core.hidden.shape[1] == 2
+
+
+def test_each_frame_is_encoded_once_in_both_directions(tiny_propagator: Propagator) -> None:
+    """The anchor's step is shared by the two directions: n frames -> n key encodings, also at the ends."""
+    frames, mask = moving_sequence(7, 48, 1)
+    inner = tiny_propagator.stages
+    calls = []
+
+    class Counting:
+        name, device, hidden_dim = inner.name, inner.device, inner.hidden_dim
+
+        def encode_key(self, image):  # type: ignore[no-untyped-def]
+            calls.append(1)
+            return inner.encode_key(image)
+
+        def encode_value(self, *args):  # type: ignore[no-untyped-def]
+            return inner.encode_value(*args)
+
+        def segment(self, *args):  # type: ignore[no-untyped-def]
+            return inner.segment(*args)
+
+    prop = Propagator(Counting(), tiny_propagator.config, "counting", tiny_propagator.max_objects)  # type: ignore[arg-type]
+    for anchor, expected in ((3, 7), (0, 8), (6, 8)):  # at an end one direction is just the anchor frame
+        calls.clear()
+        results = list(prop.run(frames, mask, anchor, "both"))
+        assert sorted(r.index for r in results) == list(range(7)) and len(calls) == expected
