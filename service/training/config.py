@@ -17,7 +17,7 @@ import yaml
 
 from service.errors import InvalidInput
 
-SOURCES = ("static", "real", "synthetic")
+SOURCES = ("static", "real", "synthetic", "tissue")
 
 
 @dataclass(frozen=True)

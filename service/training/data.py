@@ -21,8 +21,10 @@ from service.training.config import TrainConfig
 from service.training.pseudo import pseudo_clip
 from service.training.sources import DataSources
 from service.training.synthetic import synthetic_clip
+from service.training.tissue import tissue_clip
 
 MAX_TRIES = 20
+GENERATED = ("synthetic", "tissue")  # made on the fly; need no data root
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class ClipSampler:
         """(stage name, available mix, clip length, max gap) at ``step``."""
         _, stage, within = self.cfg.stage_at(step)
         progress = within / max(stage.iterations, 1)
-        mix = {s: w for s, w in stage.mix if s == "synthetic" or (self.data is not None and self.data.available(s))}
+        mix = {s: w for s, w in stage.mix if s in GENERATED or (self.data is not None and self.data.available(s))}
         if not mix:
             mix = {"synthetic": 1.0}
         return stage.name, mix, stage.clip_length.at(progress), stage.max_gap.at(progress)
@@ -91,6 +93,8 @@ class ClipSampler:
 
     def _draw(self, source: str, length: int, gap: int, rng: np.random.Generator) -> RawClip | None:
         c, aug, k = self.cfg.resolution, self.cfg.augment, self.cfg.num_objects
+        if source == "tissue":
+            return tissue_clip(length, c, aug, k, rng)
         if source == "synthetic" or self.data is None:
             return synthetic_clip(length, c, aug, k, rng)
         data = self.data.load(self.data.pick(source, rng))
