@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import functools
 import logging
 import time
@@ -18,7 +19,7 @@ from service.engine.propagate import FrameResult, Propagator
 from service.engine.state import SessionState
 from service.metrics import Metrics
 from service.sessions.codec import decode_labels, encode_labels
-from service.sessions.model import FORWARD, Event, PassProgress, RunSpec, SessionMeta
+from service.sessions.model import BACKWARD, FORWARD, Event, PassProgress, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
 
 log = logging.getLogger("imos.worker")
@@ -182,6 +183,15 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
     return all(pass_finished(ctx, c) for c in cursors)
 
 
+def shares_anchor(ctx: RunContext, ready: list[PassCursor]) -> bool:
+    """True when this round starts both passes on one anchor frame that is the last of neither."""
+    if [c.direction for c in ready] != [FORWARD, BACKWARD] or any(c.state is not None for c in ready):
+        return False
+    t = ctx.run.start(FORWARD)
+    last_forward = ctx.run.num_frames is not None and t == ctx.run.num_frames - 1
+    return t == ctx.run.start(BACKWARD) and t > 0 and not last_forward
+
+
 def _lease_ready(ctx: RunContext, cursors: list[PassCursor], ready: list[PassCursor],
                  leases: dict[str, ClientLease]) -> None:
     """The passes stepping this round, and only they, are batcher clients: other sessions' calls may
@@ -198,6 +208,12 @@ async def _compute_all(records: SessionRecords, ctx: RunContext,
                        ready: list[PassCursor]) -> list[tuple[int, SessionState, FrameResult]]:
     """compute_pass of every ready pass: at once when a batcher can join their stage calls (the first
     error raised only after all have returned, so no engine thread outlives the run), else in turn."""
+    if shares_anchor(ctx, ready):
+        t, state, res = await compute_pass(records, ctx, ready[0])
+        # The backward pass's first step is the same computation (same frame, mask and empty memory,
+        # memorised by both): reuse it with the state turned around, as Propagator.run does.
+        turned = dataclasses.replace(state, direction=BACKWARD, cursor=t - 1)
+        return [(t, state, res), (t, turned, res)]
     if not isinstance(ctx.prop.stages, DynamicBatcher):
         return [await compute_pass(records, ctx, c) for c in ready]
     outcomes = await asyncio.gather(*(compute_pass(records, ctx, c) for c in ready), return_exceptions=True)

@@ -50,3 +50,24 @@ def test_concurrent_sessions_batch_and_publish_every_frame_once(embedded_setting
     for a, out in zip(ANCHORS, outs):
         assert out.shape == reference[a].shape
         assert (out == reference[a]).mean() > 0.99, a  # float rounding may flip a pixel at a tie, no more
+
+
+def test_both_passes_share_the_anchor_step_and_match_the_engine(embedded_settings: Settings) -> None:
+    """Without batching a session's two passes start from one anchor computation (the engine counts
+    N frames, not N + 1) and every mask equals the in-process engine's exactly."""
+    frames, masks = moving_ellipses(N, 48, 48, 2)
+    assert embedded_settings.model_repo is not None
+    prop = load_engine(embedded_settings.model_repo, "tiny").propagator()
+    anchor = 4
+    reference = np.stack([r.labels() for r in sorted(prop.run(frames, masks[anchor], anchor), key=lambda r: r.index)])
+
+    async def scenario() -> tuple[np.ndarray, str]:
+        async with rest_client(embedded_settings) as (client, _):
+            out = await _session(client, frames, masks[anchor], anchor)
+            return out, (await client.get("/metrics")).text
+
+    out, metrics = asyncio.run(scenario())
+    assert np.array_equal(out, reference)
+    counts = {line.split('"')[1]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith("imos_frames_processed_total{")}
+    assert counts == {"forward": N - anchor, "backward": anchor}, counts
