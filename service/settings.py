@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     backend: str = Field("torch", description="torch, onnx or tensorrt")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     precision: str = Field("fp32", description="fp32, bf16 or fp16 (fp16 on CUDA)")
+    compile: bool = Field(False, description="torch backend: torch.compile the engine stages (CUDA graphs on CUDA); "
+                                             "the first frames of each new frame size wait for the compiler")
     session_ttl_s: int = Field(3600, description="idle sessions expire after this many seconds")
     lease_ttl_s: float = Field(30.0, description="a worker's lease on a session lapses after this")
     checkpoint_every: int = Field(10, description="checkpoint memory state every N frames")

@@ -11,6 +11,7 @@ from torch import nn
 from service.engine.backends.torch_backend import ChannelsLastMaxPool2d, TorchStages, fold_batchnorm
 from service.engine.nn.network import ImosNet
 from service.engine.spec import BackboneSpec
+from service.settings import Settings
 from tests.conftest import randomised, tiny_spec
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -110,3 +111,15 @@ def test_compiled_cuda_stages_with_cuda_graphs_match_eager(tiny_net: ImosNet, pr
         assert ours.dtype == torch.float32
         torch.testing.assert_close(ours, ref, atol=tol, rtol=tol)
     assert not all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_the_compile_setting_reaches_the_engine(embedded_settings: Settings) -> None:
+    """IMOS_COMPILE switches torch.compile on for the served engine; other backends refuse it by name."""
+    from service.errors import BackendUnavailable
+    from service.runtime import build_runtime
+
+    pytest.importorskip("torch._inductor", reason="torch.compile needs inductor")
+    rt = build_runtime(embedded_settings.model_copy(update={"compile": True}), "all")
+    assert rt.engine is not None and isinstance(rt.engine.stages, TorchStages) and rt.engine.stages.compiled
+    with pytest.raises(BackendUnavailable, match="compile applies to the torch backend only"):
+        build_runtime(embedded_settings.model_copy(update={"compile": True, "backend": "onnx"}), "all")
