@@ -77,6 +77,7 @@ def build_runtime(settings: Settings, role: str, tracing: Tracing | None = None)
                  keys=load_keyring(settings.api_keys, settings.api_keys_file), tracing=tracing)
     if role in ("all", "worker"):
         rt.engine = load_engine(settings.model_repo or default_repo_root(), settings.model, settings.backend,
-                                settings.device, settings.precision, compile=settings.compile)
+                                settings.device, settings.precision, compile=settings.compile,
+                                max_batch=settings.batch_max_size if settings.batch_max_delay_ms > 0 else 1)
         rt.worker = Worker(records, rt.engine, settings, metrics=metrics, tracing=rt.tracing)
     return rt

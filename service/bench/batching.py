@@ -75,7 +75,7 @@ def sessions_curve(engine: Engine, size: int, frames: int, sessions: tuple[int, 
 
 def measure_batching(repo: Path, model: str, size: int, frames: int, sessions: tuple[int, ...], objects: int,
                      backend: str, device: str, precision: str, config: BatchConfig) -> dict[str, Any]:
-    engine = load_engine(repo, model, backend, device, precision)
+    engine = load_engine(repo, model, backend, device, precision, max_batch=config.max_batch)
     curve = sessions_curve(engine, size, frames, sessions, objects, config)
     return {"model": engine.model_id, "backend": engine.stages.name, "device": device, "precision": precision,
             "size": [size, size],

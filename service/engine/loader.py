@@ -33,11 +33,13 @@ class Engine:
 
 
 def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
-                precision: str = "fp32", threads: int | None = None, compile: bool = False) -> Engine:
+                precision: str = "fp32", threads: int | None = None, compile: bool = False,
+                max_batch: int = 1) -> Engine:
     """Load a model on torch, onnxruntime (exporting ONNX on first use) or TensorRT.
 
     compile: torch backend only, wrap the stages in torch.compile (CUDA graphs on CUDA); opt-in,
     as the first frames of every new shape wait for the compiler.
+    max_batch: the largest batch a dynamic batcher will send (TensorRT engines are built for it).
     """
     repo = ModelRepo(repo_root)
     entry = repo.entry(name)
@@ -57,10 +59,11 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
         from service.engine.backends.onnx_backend import OnnxStages
 
         return Engine(entry, OnnxStages(onnx_dir, entry.spec.hidden_dim, threads=threads))
-    from service.engine.backends.tensorrt_backend import TensorRTStages
+    from service.engine.backends.tensorrt_backend import ShapeProfile, TensorRTStages
 
     return Engine(entry, TensorRTStages(onnx_dir, entry.spec.hidden_dim, device=device if device != "cpu" else "cuda",
-                                        cache_dir=entry.build_dir / "tensorrt"))
+                                        cache_dir=entry.build_dir / "tensorrt",
+                                        profile=ShapeProfile().with_max_batch(max_batch)))
 
 
 def ensure_onnx(entry: ModelEntry, net: object) -> Path:

@@ -63,6 +63,17 @@ def test_profile_validation() -> None:
         ShapeProfile(min=ProfileDims(1, 1, 60, 64)).validate()
 
 
+def test_profile_widens_to_the_batchers_largest_batch() -> None:
+    wide = ShapeProfile().with_max_batch(8)
+    wide.validate()
+    assert wide.max.batch == 8 and wide.min == ShapeProfile().min and wide.opt == ShapeProfile().opt
+    assert wide.max.objects == ShapeProfile().max.objects
+    assert profile_shapes("image", (-1, 3, -1, -1), wide)[2][0] == 8
+    assert ShapeProfile().with_max_batch(1) == ShapeProfile()
+    with pytest.raises(BackendUnavailable, match="max batch"):
+        ShapeProfile().with_max_batch(0)
+
+
 def test_engine_cache_keys_on_graph_hash_and_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The cache logic alone, with TensorRT and the GPU replaced by stand-ins (runs everywhere)."""
     from service.engine.backends import tensorrt_backend as tb

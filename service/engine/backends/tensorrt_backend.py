@@ -52,6 +52,12 @@ class ShapeProfile:
     opt: ProfileDims = ProfileDims(1, 2, 480, 864)
     max: ProfileDims = ProfileDims(1, 16, 1088, 1920)
 
+    def with_max_batch(self, batch: int) -> ShapeProfile:
+        """This profile accepting batches of up to ``batch`` frames (a dynamic batcher's largest)."""
+        if batch < 1:
+            raise BackendUnavailable(f"bad TensorRT profile: max batch must be >= 1, got {batch}")
+        return dataclasses.replace(self, max=dataclasses.replace(self.max, batch=max(batch, self.opt.batch)))
+
     def validate(self) -> None:
         corners = (self.min, self.opt, self.max)
         for field in ("batch", "objects", "height", "width"):
