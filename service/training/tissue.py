@@ -12,6 +12,7 @@ Everything is drawn from the generator passed in, so a clip is a pure function o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import cv2
@@ -25,7 +26,8 @@ from service.training.synthetic import degrade, fractal_noise
 @dataclass(frozen=True)
 class CellField:
     """Seeds [N, 2] (x, y) in pixels with power weights [N] (px^2), their per-frame motion
-    (velocity [N, 2], weight change [N]), a smooth warp [2, C, C] (px) and the wall half-width (px)."""
+    (velocity [N, 2], weight change [N]), a smooth warp [2, C, C] (px), the wall half-width (px) and
+    the mean distance between seeds (px)."""
 
     seeds: np.ndarray
     weights: np.ndarray
@@ -33,6 +35,7 @@ class CellField:
     weight_rate: np.ndarray
     warp: np.ndarray
     wall: float
+    spacing: float
 
 
 def make_field(crop: int, rng: np.random.Generator) -> CellField:
@@ -46,7 +49,7 @@ def make_field(crop: int, rng: np.random.Generator) -> CellField:
     return CellField(seeds=seeds, weights=rng.normal(0, 0.12, len(seeds)) * spacing ** 2,
                      velocity=drift + rng.normal(0, 0.05, seeds.shape) * spacing,
                      weight_rate=rng.normal(0, 0.03, len(seeds)) * spacing ** 2,
-                     warp=warp * rng.uniform(0.3, 1.0) * spacing, wall=rng.uniform(0.6, 2.2))
+                     warp=warp * rng.uniform(0.3, 1.0) * spacing, wall=rng.uniform(0.6, 2.2), spacing=spacing)
 
 
 def cell_labels(field: CellField, t: int, crop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +76,17 @@ def render_tissue(owner: np.ndarray, wall: np.ndarray, levels: np.ndarray, textu
     return image * (1 - soft) + wall_level * soft
 
 
+def _ending(field: CellField, targets: np.ndarray, length: int, rng: np.random.Generator) -> CellField:
+    """Some targets end within the clip (a neurite that stops, a cavity sliced past): their weight
+    falls until the neighbours take their place. Without these the clips would teach that the
+    given object always persists, which is wrong for volumes (and costs dearly where GT is empty)."""
+    rate = field.weight_rate.copy()
+    for k in targets:
+        if rng.random() < 0.3:
+            rate[k] = -field.spacing ** 2 * rng.uniform(0.5, 1.0) / rng.uniform(1.0, max(length - 1, 1.5))
+    return dataclasses.replace(field, weight_rate=rate)
+
+
 def tissue_clip(length: int, crop: int, aug: AugmentConfig, max_objects: int,
                 rng: np.random.Generator) -> RawClip | None:
     """A clip [T, C, C, 3] whose objects are 1..max_objects cells of a drifting cell field;
@@ -95,6 +109,7 @@ def tissue_clip(length: int, crop: int, aug: AugmentConfig, max_objects: int,
     if len(big) == 0:
         return None
     targets = rng.choice(big, size=min(len(big), int(rng.integers(1, max_objects + 1))), replace=False)
+    field = _ending(field, targets, length, rng)
     lut = np.zeros(len(field.seeds), np.uint8)
     lut[targets] = np.arange(1, len(targets) + 1)
     frames, labels = [], []

@@ -45,7 +45,7 @@ def test_tissue_clip_targets_are_wall_free_cells_on_frame_0(seed: int) -> None:
         assert areas.max() >= 0.9 * areas.sum()
 
 
-def test_tissue_targets_mostly_persist_and_clips_are_reproducible() -> None:
+def test_tissue_targets_mostly_persist_some_end_and_clips_are_reproducible() -> None:
     kept = total = 0
     for seed in range(20):
         clip = tissue_clip(8, 64, QUIET, 2, np.random.default_rng(seed))
@@ -54,7 +54,7 @@ def test_tissue_targets_mostly_persist_and_clips_are_reproducible() -> None:
         for k in range(1, clip.num_objects + 1):
             total += 1
             kept += bool((clip.labels[-1] == k).any())
-    assert total >= 15 and kept / total > 0.8
+    assert total >= 15 and 0.5 < kept / total < 1.0
     a = tissue_clip(5, 48, QUIET, 2, np.random.default_rng(11))
     b = tissue_clip(5, 48, QUIET, 2, np.random.default_rng(11))
     assert a is not None and b is not None
