@@ -1,4 +1,4 @@
-"""``imos train`` and ``imos finetune``."""
+"""``imos train``, ``imos finetune`` and ``imos average``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --work-dir")
     _common(f)
     f.set_defaults(func=run_finetune)
+
+    a = sub.add_parser("average", help="average the weights of several checkpoints of one training run",
+                       description="Writes model_repo/OUT: the architecture and settings of --like with the "
+                                   "element-wise mean of the checkpoints' weights (offline weight averaging).")
+    a.add_argument("checkpoints", type=Path, help="the run's --out folder (step-NNNNNNN.pt files)")
+    a.add_argument("--steps", required=True, help="comma-separated checkpoint steps, e.g. 1200,1300,1400,1500")
+    a.add_argument("--like", required=True, help="repository entry whose architecture and settings to copy")
+    a.add_argument("--out", required=True, help="name of the new repository entry")
+    add_repo_arg(a)
+    a.set_defaults(func=run_average)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -95,6 +105,19 @@ def run_finetune(args: argparse.Namespace) -> int:
                           config_path=str(args.config), datasets=_datasets(args))
     entry = finetune(req)
     print(f"wrote {entry.name}:{entry.version} -> {entry.weights_path}")
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    from service.errors import InvalidInput
+    from service.training.averaging import average_into
+
+    try:
+        steps = [int(s) for s in args.steps.split(",") if s.strip()]
+    except ValueError:
+        raise InvalidInput(f"--steps wants comma-separated integers, got {args.steps!r}") from None
+    record = average_into(args.checkpoints, steps, repo_root(args), args.like, args.out)
+    print(f"wrote {args.out}: mean of steps {record['steps']} of {args.checkpoints}")
     return 0
 
 
