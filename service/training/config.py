@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from service.engine.spec import MemoryConfig
 from service.errors import InvalidInput
 
 SOURCES = ("static", "real", "synthetic", "tissue")
@@ -117,6 +118,14 @@ class EvalConfig:
     size: int | None = None
     protocols: tuple[str, ...] = ("best",)
     every: int = 0
+    # Memory settings (XMem names) besides size, e.g. {max_upscale: 4}; they are also written to the
+    # trained entry, so selection scores the model exactly as it will be served.
+    memory: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if "size" in self.memory:
+            raise InvalidInput("eval.memory: set the size with eval.size")
+        MemoryConfig().with_overrides(self.memory)  # unknown names are errors here, not mid-run
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -35,11 +36,13 @@ class NetTracker(PropagatorTracker):
 class DevEvaluator:
     """Scores a copy of the network on ROOT's sequences matching ``pattern`` at shorter side ``size``."""
 
-    def __init__(self, root: Path, pattern: str | None, size: int, protocols: tuple[str, ...], device: str) -> None:
+    def __init__(self, root: Path, pattern: str | None, size: int, protocols: tuple[str, ...], device: str,
+                 memory: Mapping[str, Any] | None = None) -> None:
+        """memory: other memory settings (XMem names), as the model will be served with them."""
         self.root = Path(root)
         self.options = Options(protocols=protocols, pattern=pattern)
         self.jobs = prepare(self.root, self.options)
-        self.memory = MemoryConfig(size=size)
+        self.memory = MemoryConfig(size=size).with_overrides(dict(memory or {}))
         self.device = device
 
     def __call__(self, net: ImosNet, step: int) -> dict[str, Any]:

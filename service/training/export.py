@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +36,9 @@ def provenance(outcome: Outcome, data: Sequence[Path], command: str, device: str
 
 
 def write_entry(repo_root: Path, name: str, spec: ModelSpec, outcome: Outcome, description: str,
-                size: int, prov: dict[str, Any]) -> ModelEntry:
-    """model_repo/NAME/model.yaml + NAME/1/weights.safetensors (trained weights, memory size ``size``)."""
+                size: int, prov: dict[str, Any], memory: Mapping[str, Any] | None = None) -> ModelEntry:
+    """model_repo/NAME/model.yaml + NAME/1/weights.safetensors (trained weights, memory size ``size``
+    plus the other memory settings in ``memory``)."""
     meta = {"description": description, "trained": True, "weights": "trained",
             "preprocessing": {"normalisation": "imagenet", "size": size}, "provenance": prov}
-    return ModelRepo(repo_root).write(name, spec, outcome.state, meta, memory={"size": size})
+    return ModelRepo(repo_root).write(name, spec, outcome.state, meta, memory={"size": size, **dict(memory or {})})

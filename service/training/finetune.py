@@ -81,8 +81,11 @@ def finetune(req: FinetuneRequest) -> ModelEntry:
     net = prepare(repo.load_network(base_entry), cfg.seed)
     size = cfg.inference_size or base_entry.memory.size
     root = None if req.no_eval else (req.eval_root or (Path(cfg.eval.root) if cfg.eval.root else None))
-    evaluator = (DevEvaluator(root, cfg.eval.sequences, cfg.eval.size or size, cfg.eval.protocols, str(device))
-                 if root is not None and cfg.eval.every > 0 else None)
+    # The tuned model keeps the base's memory settings (e.g. max_upscale) unless the config names others.
+    memory = {k: v for k, v in dict(base_entry.meta.get("memory") or {}).items() if k != "size"}
+    memory.update(cfg.eval.memory)
+    evaluator = (DevEvaluator(root, cfg.eval.sequences, cfg.eval.size or size, cfg.eval.protocols, str(device),
+                              memory) if root is not None and cfg.eval.every > 0 else None)
     sources = DataSources(req.data, forbidden=[root] if root is not None else [], datasets=req.datasets)
     base_score = evaluator(net, 0) if evaluator is not None and not req.resume else None
     job = Job(cfg, net, req.work_dir, device, frozen=FROZEN_MODULES, command=req.command)
@@ -94,4 +97,5 @@ def finetune(req: FinetuneRequest) -> ModelEntry:
         "base_dev_subset": base_score, "config_file": req.config_path, "config": cfg.to_dict(), "seed": cfg.seed}
     prov = provenance(outcome, req.data, req.command, str(device), extra, sources.describe())
     description = f"{base_entry.name}:{base_entry.version} fine-tuned with Conv-Parallel adapters ({outcome.steps} steps)."
-    return write_entry(req.repo_root, req.name, with_adapters(base_entry.spec), outcome, description, size, prov)
+    return write_entry(req.repo_root, req.name, with_adapters(base_entry.spec), outcome, description, size, prov,
+                       memory=memory)

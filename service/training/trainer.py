@@ -89,7 +89,7 @@ def make_evaluator(cfg: TrainConfig, root: Path | None, device: torch.device) ->
     if root is None or cfg.eval.every <= 0:
         return None
     size = cfg.eval.size or cfg.resolution
-    return DevEvaluator(root, cfg.eval.sequences, size, cfg.eval.protocols, str(device))
+    return DevEvaluator(root, cfg.eval.sequences, size, cfg.eval.protocols, str(device), cfg.eval.memory)
 
 
 def eval_root(req: TrainRequest) -> Path | None:
@@ -121,7 +121,8 @@ def train(req: TrainRequest) -> ModelEntry:
     prov = provenance(outcome, req.data, req.command, str(device), extra, sources.describe())
     description = (f"Trained by imos train from {'scratch' if cfg.init is None else cfg.init} "
                    f"({outcome.steps} steps, {cfg.resolution} px crops).")
-    return write_entry(req.repo_root, req.name or cfg.name, spec, outcome, description, size, prov)
+    return write_entry(req.repo_root, req.name or cfg.name, spec, outcome, description, size, prov,
+                       memory=cfg.eval.memory)
 
 
 def _selected(cfg: TrainConfig, best: dict[str, Any] | None) -> dict[str, Any]:

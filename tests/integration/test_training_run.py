@@ -91,12 +91,14 @@ def test_stop_early_writes_the_model_and_resuming_finishes_the_same_run(tmp_path
 
 
 def test_train_writes_an_entry_with_provenance_and_evaluation(tmp_path: Path, roots: tuple[Path, Path]) -> None:
-    cfg = tiny_config(eval={"root": str(roots[1]), "size": 32, "every": 3}, select="best")
+    cfg = tiny_config(eval={"root": str(roots[1]), "size": 32, "every": 3, "memory": {"max_upscale": 2}},
+                      select="best")
     entry = train(TrainRequest(config=cfg, data=(roots[0],), out_dir=tmp_path / "run", repo_root=tmp_path / "repo",
                                command="imos train ..."))
     meta = yaml.safe_load((entry.directory / "model.yaml").read_text())
     prov = meta["provenance"]
-    assert meta["trained"] is True and meta["memory"] == {"size": 32} and prov["steps"] == 6
+    # The entry is served with the settings its selection was scored with.
+    assert meta["trained"] is True and meta["memory"] == {"size": 32, "max_upscale": 2} and prov["steps"] == 6
     assert prov["data"] == [str(roots[0].resolve())] and prov["command"] == "imos train ..."
     assert prov["device"] == "cpu" and prov["wall_time_s"] > 0 and set(prov["final_losses"]) >= {"loss", "ce", "dice"}
     assert [e["step"] for e in prov["dev_subset"]["evals"]] == [3, 6]

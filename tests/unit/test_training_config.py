@@ -13,7 +13,8 @@ from tests.unit.test_training_fixtures import tiny_config
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-@pytest.mark.parametrize("name", ["imos-lite-cpu", "imos-lite-gpu", "imos-lite-finetune", "imos-lite-ship"])
+@pytest.mark.parametrize("name", ["imos-lite-cpu", "imos-lite-gpu", "imos-lite-finetune", "imos-lite-ship",
+                                  "imos-lite-tissue"])
 def test_shipped_configs_load_and_round_trip(name: str) -> None:
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert config_from_dict(cfg.to_dict()) == cfg
@@ -47,9 +48,22 @@ def test_schedule_is_piecewise_constant() -> None:
 
 @pytest.mark.parametrize("change", [{"resolutoin": 64}, {"resolution": 40},
                                     {"stages": [{"name": "x", "iterations": 1, "mix": {"videos": 1}}]},
-                                    {"optim": {"lr": 1e-3, "shedule": "cosine"}}])
+                                    {"optim": {"lr": 1e-3, "shedule": "cosine"}},
+                                    {"eval": {"memory": {"max_upscal": 4}}}, {"eval": {"memory": {"size": 96}}},
+                                    {"eval": {"memory": {"max_upscale": -1}}}])
 def test_mistakes_are_refused(change: dict[str, object]) -> None:
     raw = tiny_config().to_dict()
     raw.update(change)
     with pytest.raises(InvalidInput):
         config_from_dict(raw)
+
+
+def test_dev_evaluator_scores_with_the_configured_memory_settings(tmp_path: Path) -> None:
+    from service.training.evaluate import DevEvaluator
+    from tests.unit.test_training_fixtures import make_root
+
+    root = make_root(tmp_path, statics=0, sequences=1)
+    plain = DevEvaluator(root, None, 64, ("best",), "cpu")
+    capped = DevEvaluator(root, None, 64, ("best",), "cpu", {"max_upscale": 1, "top_k": 7})
+    assert plain.memory.max_upscale == 0 and plain.memory.size == 64
+    assert capped.memory.max_upscale == 1 and capped.memory.top_k == 7 and capped.memory.size == 64
