@@ -17,11 +17,12 @@ from tests.conftest import DATA_DEV, ROOT
 REPO = ROOT / "model_repo"
 SEQUENCES = "hippocampus__003,hippocampus__142,acdc__*,echonet__0X1012703CDC1436FE,deeplesion__000001_02_01_008-023"
 SIZE = 160  # the model's own setting is 288 (max_upscale 4); 160 keeps this test to ~20 s on CI
-# Measured for the shipped weights (imos-lite:1, 2026-11-27) at SIZE on SEQUENCES, protocol best:
-# 0.660 (copy 0.364). The floor leaves room for float differences between machines, not for regressions.
-MEASURED = 0.660
+# Measured for the shipped weights (imos-lite:2, 2026-11-27) at SIZE on SEQUENCES, protocol best:
+# 0.636 (copy 0.364; version 1 scored 0.660 here but 0.520 vs 0.593 on all of dev at its own 288 px).
+# The floor leaves room for float differences between machines, not for regressions.
+MEASURED = 0.636
 FLOOR = MEASURED - 0.03
-FLOOR_NOTE = "imos-lite:1 measured 0.660"
+FLOOR_NOTE = "imos-lite:2 measured 0.636"
 COPY_MARGIN = 0.05
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from service.engine.repo import ModelRepo
 from tests.conftest import ROOT
 
 ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"
@@ -217,7 +218,8 @@ def test_the_real_service_behind_the_entrypoint(tmp_path: Path) -> None:
             check = subprocess.run([sys.executable, str(HEALTHCHECK), path], env=env, capture_output=True, timeout=20,
                                    check=False)
             assert check.returncode == 0, check.stderr
-        assert (tmp_path / "cache" / "imos-lite" / "1").is_dir(), "the model's build folder is in the cache"
+        version = str(ModelRepo(ROOT / "model_repo").entry("imos-lite").version)
+        assert (tmp_path / "cache" / "imos-lite" / version).is_dir(), "the model's build folder is in the cache"
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(30)
