@@ -131,3 +131,18 @@ def test_onnx_backend_refuses_lower_precision(tiny_repo: Path) -> None:
 
     with pytest.raises(BackendUnavailable, match="fp32 only"):
         load_engine(tiny_repo, "tiny", "onnx", precision="bf16")
+
+
+def test_session_threads_do_not_spin_by_default() -> None:
+    """Three sessions with their own pools plus torch's threads share the cores: idle ORT workers
+    must sleep rather than spin (a 2.3x difference at 288 px on the 2-core CI machine)."""
+    import onnxruntime as ort
+
+    from service.engine.backends.onnx_backend import _session_options
+
+    quiet = _session_options(ort, 2)
+    assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert quiet.intra_op_num_threads == 2 and quiet.inter_op_num_threads == 1
+    spinning = _session_options(ort, 2, spinning=True)
+    with pytest.raises(Exception):  # onnxruntime raises its own, unexported error for an unset entry
+        spinning.get_session_config_entry("session.intra_op.allow_spinning")

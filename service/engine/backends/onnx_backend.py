@@ -49,7 +49,7 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def _session_options(ort: Any, threads: int | None) -> Any:
+def _session_options(ort: Any, threads: int | None, spinning: bool = False) -> Any:
     """Options for latency-bound, one-request-at-a-time inference of a single graph.
 
     The fp32 graphs are convolution-bound (about 86 % of the time in Conv/FusedConv on
@@ -66,6 +66,12 @@ def _session_options(ort: Any, threads: int | None) -> Any:
     # Frame after frame has the same shapes, so the arena and memory patterns are reused.
     opts.enable_cpu_mem_arena = True
     opts.enable_mem_pattern = True
+    if not spinning:
+        # Each of the three sessions has its own intra-op pool; idle workers that spin waiting for
+        # work take the cores from the other sessions' workers and from torch's memory reader. On
+        # this 2-core machine spinning off took imos-lite from 7.7 to 17.5 frames/s at 288 px
+        # (4.4 -> 7.0 at 480 px); docs/benchmarks.md has the runs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 
@@ -84,7 +90,7 @@ class OnnxStages:
     name = "onnxruntime"
 
     def __init__(self, model_dir: Path, hidden_dim: int, threads: int | None = None,
-                 providers: list[str] | None = None) -> None:
+                 providers: list[str] | None = None, spinning: bool = False) -> None:
         ort = _import_ort()
         providers = providers or ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in ort.get_available_providers()]
@@ -93,7 +99,7 @@ class OnnxStages:
                                      f"available: {ort.get_available_providers()}")
         self.device = torch.device("cpu")
         self.hidden_dim = hidden_dim
-        opts = _session_options(ort, threads)
+        opts = _session_options(ort, threads, spinning)
         self._sessions = {stage: self._open(ort, Path(model_dir) / f"{stage}.onnx", opts, providers)
                           for stage in STAGE_IO}
         self._check_hidden_dim()
