@@ -27,6 +27,8 @@ class SessionRecords:
 
     def __init__(self, store: Store, prefix: str, ttl_s: float) -> None:
         self.store, self.prefix, self.ttl_s = store, prefix, ttl_s
+        # Frames cross the network (and sit in Redis memory) only with a shared store.
+        self.compress_frames = not getattr(store, "in_process", False)
 
     def key(self, sid: str, part: str) -> str:
         return f"{self.prefix}:s:{sid}:{part}"
@@ -72,7 +74,7 @@ class SessionRecords:
         return meta
 
     async def append_frame(self, sid: str, frame: np.ndarray) -> int:
-        return await self.store.happend(self.key(sid, "frames"), encode_frame(frame))
+        return await self.store.happend(self.key(sid, "frames"), encode_frame(frame, self.compress_frames))
 
     async def frame(self, sid: str, index: int) -> np.ndarray:
         raw = await self.store.hget(self.key(sid, "frames"), str(index))

@@ -13,6 +13,8 @@ from service.store.base import StreamEntry
 class MemoryStore:
     """Implements the Store port with dicts; expiry is applied lazily on access."""
 
+    in_process = True  # values never leave this process: nothing gains from compressing them
+
     def __init__(self) -> None:
         self._kv: dict[str, bytes] = {}
         self._hashes: dict[str, dict[str, bytes]] = {}
