@@ -123,7 +123,7 @@ class Propagator:
                 # The anchor step is the same computation in both directions (same frame, mask and
                 # empty memory, memorised by both): do it once and turn the state around.
                 fwd = self.start(first, mask, anchor, FORWARD, n)
-                started = [fwd, (dataclasses.replace(fwd[0], direction=BACKWARD, cursor=anchor - 1), fwd[1])]
+                started = [fwd, (fwd[0].turned_backward(), fwd[1])]
             else:
                 started = list(_each(pool, self.start, [(first, mask, anchor, d, n) for d in wanted]))
             yield started[0][1]

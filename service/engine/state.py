@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from service.engine.preprocess import Geometry
@@ -42,6 +43,11 @@ class SessionState:
         if self.direction == BACKWARD:
             return self.cursor < 0
         return self.num_frames is not None and self.cursor >= self.num_frames
+
+    def turned_backward(self) -> SessionState:
+        """The backward pass's state after the anchor step, from the forward pass's: the anchor step is
+        the same computation in both directions (same frame, mask and empty memory, memorised by both)."""
+        return dataclasses.replace(self, direction=BACKWARD, cursor=self.anchor - 1)
 
     def is_last(self, index: int) -> bool:
         """True for the final frame of this direction (segmented, never memorised)."""

@@ -16,7 +16,7 @@ import torch
 
 from service.engine.repo import ModelRepo
 from service.errors import InvalidInput
-from service.training.checkpoints import PREFIX, list_checkpoints
+from service.training.checkpoints import PREFIX, list_checkpoints, load
 
 
 def average_states(states: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -48,7 +48,7 @@ def checkpoint_paths(folder: Path, steps: Sequence[int]) -> list[Path]:
 def average_into(folder: Path, steps: Sequence[int], repo_root: Path, like: str, name: str) -> dict[str, Any]:
     """Write repository entry ``name``: the architecture and settings of entry ``like`` with the mean
     weights of the checkpoints of ``steps``; its provenance names them. Returns that record."""
-    states = [torch.load(p, map_location="cpu", weights_only=False)["model"] for p in checkpoint_paths(folder, steps)]
+    states = [load(p).model for p in checkpoint_paths(folder, steps)]
     repo = ModelRepo(repo_root)
     base = repo.entry(like)
     meta = {k: v for k, v in base.meta.items() if k not in ("name", "architecture", "memory")}

@@ -76,12 +76,15 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def load_latest(folder: Path) -> Snapshot | None:
     """The newest checkpoint under ``folder`` (None when there is none)."""
     paths = list_checkpoints(folder)
-    if not paths:
-        return None
+    return load(paths[-1]) if paths else None
+
+
+def load(path: Path) -> Snapshot:
+    """One checkpoint file."""
     try:
         # weights_only=False: the file holds numpy/python RNG states; it is our own, never downloaded
-        raw = torch.load(paths[-1], map_location="cpu", weights_only=False)
+        raw = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a damaged file
-        raise InvalidInput(f"cannot read checkpoint {paths[-1]}: {exc}") from None
+        raise InvalidInput(f"cannot read checkpoint {path}: {exc}") from None
     raw["history"] = tuple(raw.get("history", ()))
     return Snapshot(**raw)

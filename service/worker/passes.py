@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import dataclasses
 import functools
 import logging
 import time
@@ -210,10 +209,7 @@ async def _compute_all(records: SessionRecords, ctx: RunContext,
     error raised only after all have returned, so no engine thread outlives the run), else in turn."""
     if shares_anchor(ctx, ready):
         t, state, res = await compute_pass(records, ctx, ready[0])
-        # The backward pass's first step is the same computation (same frame, mask and empty memory,
-        # memorised by both): reuse it with the state turned around, as Propagator.run does.
-        turned = dataclasses.replace(state, direction=BACKWARD, cursor=t - 1)
-        return [(t, state, res), (t, turned, res)]
+        return [(t, state, res), (t, state.turned_backward(), res)]
     if not isinstance(ctx.prop.stages, DynamicBatcher):
         return [await compute_pass(records, ctx, c) for c in ready]
     outcomes = await asyncio.gather(*(compute_pass(records, ctx, c) for c in ready), return_exceptions=True)
