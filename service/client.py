@@ -16,8 +16,9 @@ domain error of its status code (grpc_errors' table read backwards).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import ModuleType
-from typing import Any, AsyncIterator, Callable, Sequence
+from typing import Any
 
 import grpc
 import numpy as np
@@ -58,7 +59,7 @@ class GrpcClient:
                         else grpc.aio.insecure_channel(target, options))
         self.stub = pb2_grpc.PropagationStub(self.channel)
 
-    async def __aenter__(self) -> "GrpcClient":
+    async def __aenter__(self) -> GrpcClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -117,7 +118,7 @@ class GrpcClient:
         return results.labels(frames)
 
     async def _segment_track(self, frames: Sequence[np.ndarray], mask: np.ndarray, frame_index: int,
-                             settings: dict[str, str] | None, results: "_Collector") -> None:
+                             settings: dict[str, str] | None, results: _Collector) -> None:
         sid = None
         try:
             requests = _track_requests(self.pb2, frames, mask, frame_index, self._options(settings))
@@ -132,7 +133,7 @@ class GrpcClient:
                 await self.delete_session(sid)
 
     async def _segment_stored(self, frames: Sequence[np.ndarray], mask: np.ndarray, frame_index: int,
-                              direction: str, settings: dict[str, str] | None, results: "_Collector") -> None:
+                              direction: str, settings: dict[str, str] | None, results: _Collector) -> None:
         sid, _ = await self.create_session(frames, settings)
         try:
             async for resp in self.propagate(sid, direction, {frame_index: mask}):

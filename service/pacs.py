@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from service.errors import NotFound
 from service.io.medical.detect import ReadOptions, load_volume

@@ -7,7 +7,8 @@ gateway to the worker inside the job, so one trace covers a request and the run 
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from service.errors import ImosError
 

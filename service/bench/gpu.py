@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,8 @@ def run(out: Path, repo: Path | None = None) -> dict[str, Any]:
                               "cuda": torch.version.cuda, "python": platform.python_version()}
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("parity", lambda: parity(repo)),
-        ("speed", lambda: [speed(repo, m, p) for m in ("imos-lite", "xmem-synthetic") for p in ("fp32", "fp16", "bf16")]),
+        ("speed", lambda: [speed(repo, m, p) for m in ("imos-lite", "xmem-synthetic")
+                           for p in ("fp32", "fp16", "bf16")]),
         ("batching", lambda: [batching(repo, m) for m in ("imos-lite", "xmem-synthetic")]),
         ("tensorrt", tensorrt_probe),
         ("reader", lambda: measure_reader("cuda")),

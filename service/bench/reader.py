@@ -6,8 +6,10 @@ M = query positions of one frame (900 at 480p: 30 x 30 at stride 16); N = memory
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -43,8 +45,9 @@ def measure_reader(device: str = "cpu", queries: int = 900, sizes: tuple[int, ..
         qe = torch.rand(1, key_dim, queries, generator=gen).to(dev)
         groups = [GroupValues(((0, n),), (torch.randn(1, value_dim, n, generator=gen).to(dev),))]
         with torch.inference_mode():
-            dense = _median_s(lambda: dense_read(mk, ms, qk, qe, top_k, groups), repeat, dev)
-            gathered = _median_s(lambda: gathered_read(mk, ms, qk, qe, top_k, groups), repeat, dev)
+            args = (mk, ms, qk, qe, top_k, groups)
+            dense = _median_s(functools.partial(dense_read, *args), repeat, dev)
+            gathered = _median_s(functools.partial(gathered_read, *args), repeat, dev)
         rows.append({"memory_entries": n, "dense_ms": round(1000 * dense, 2), "gathered_ms": round(1000 * gathered, 2),
                      "gathered_speedup": round(dense / gathered, 2)})
     return {"device": device, "queries": queries, "top_k": top_k, "value_dim": value_dim,

@@ -36,7 +36,8 @@ def measure_state(repo: Path, model: str, size: int, frames: int, objects: int,
         "bytes_per_object_fp32": round(last["fp32"] / objects),
         "write_ms": round(1000 * float(np.mean([r["write_s"] for r in rows])), 3),
         "read_ms": round(1000 * float(np.mean([r["read_s"] for r in rows])), 3),
-        "checkpoint_fraction_of_frame": round(float(np.mean([r["write_s"] + r["read_s"] for r in rows])) / mean_frame, 4),
+        "checkpoint_fraction_of_frame": round(
+            float(np.mean([r["write_s"] + r["read_s"] for r in rows])) / mean_frame, 4),
         "growth": [{"frame": i + 1, "bytes_fp32": r["fp32"]} for i, r in enumerate(rows) if (i + 1) % 10 == 0],
     }
 

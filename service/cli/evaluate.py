@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.steps} frames in {seconds:.1f} s ({result.steps / max(seconds, 1e-9):.1f} frames/s)")
     if args.json is not None:
         settings = {"protocols": list(protocols), "sequences": args.sequences, "backend": args.backend,
-                    "device": args.device, "precision": args.precision, "overrides": {k: v for k, v in overrides.items()}}
+                    "device": args.device, "precision": args.precision, "overrides": dict(overrides)}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result_json(result, seconds, settings), indent=1))
         print(f"wrote {args.json}")

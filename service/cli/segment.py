@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="index PNG or .npy (H x W), NIfTI labelmap or DICOM SEG labelling one slice")
     p.add_argument("--frame", type=int, default=None, help="annotated frame (implied by a NIfTI/SEG mask)")
     p.add_argument("--format", choices=FORMATS_CLI, default="png",
-                   help="png: OUTDIR/00000.png...; npy, seg (DICOM input), nifti (NIfTI input), rle: one file in OUTDIR")
+                   help="png: OUTDIR/00000.png...; npy, seg (DICOM input), nifti (NIfTI input), "
+                        "rle: one file in OUTDIR")
     p.add_argument("--labels", default=None, help="object names, e.g. 1=Liver,2=Tumour (SEG and RLE outputs)")
     p.add_argument("--preview", action="store_true", help="also write OUTDIR/preview.gif and contact_sheet.png")
     p.add_argument("--dicomweb", default=None, help="DICOMweb root URL of a PACS to pull the series from")

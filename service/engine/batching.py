@@ -16,9 +16,10 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -103,7 +104,7 @@ class DynamicBatcher:
 
     # -- clients and lifetime ------------------------------------------------------------------
 
-    def lease(self) -> "ClientLease":
+    def lease(self) -> ClientLease:
         """Register a client from now until the lease is released (see ClientLease)."""
         return ClientLease(self)
 
@@ -123,7 +124,7 @@ class DynamicBatcher:
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout_s)
 
-    def __enter__(self) -> "DynamicBatcher":
+    def __enter__(self) -> DynamicBatcher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -269,7 +270,7 @@ class ClientLease:
         if batcher is not None:
             batcher._count_client(-1)
 
-    def __enter__(self) -> "ClientLease":
+    def __enter__(self) -> ClientLease:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
@@ -90,7 +90,8 @@ def check_keys(sd: Mapping[str, torch.Tensor], spec: ModelSpec) -> None:
     problems = []
     for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
         if keys:
-            shown = ", ".join(keys[:_MAX_NAMED]) + (f" (+{len(keys) - _MAX_NAMED} more)" if len(keys) > _MAX_NAMED else "")
+            more = f" (+{len(keys) - _MAX_NAMED} more)" if len(keys) > _MAX_NAMED else ""
+            shown = ", ".join(keys[:_MAX_NAMED]) + more
             problems.append(f"{len(keys)} {label} key(s): {shown}")
     if problems:
         raise CheckpointError("checkpoint does not match the architecture: " + "; ".join(problems))

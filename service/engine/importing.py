@@ -27,7 +27,7 @@ def import_checkpoint(path: Path, repo: ModelRepo, name: str, version: int = 1,
         "provenance": {
             "source_file": path.name,
             "source_sha256": file_sha256(path),
-            "imported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "imported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "single_object_source": single,
             "tensors": len(sd),
         },

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from service.engine.backends.base import Stages
 from service.engine.backends.torch_backend import TorchStages

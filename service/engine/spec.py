@@ -8,8 +8,9 @@ XMem's own setting names so that users can pass them unchanged.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from service.errors import InvalidInput, ModelError
 
@@ -74,7 +75,7 @@ class ModelSpec:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(raw: Mapping[str, Any]) -> "ModelSpec":
+    def from_dict(raw: Mapping[str, Any]) -> ModelSpec:
         data = dict(raw)
         try:
             for name in ("key_backbone", "value_backbone"):
@@ -131,7 +132,7 @@ class MemoryConfig:
         if self.max_upscale < 0:
             raise InvalidInput("max_upscale must be 0 (no limit) or >= 1")
 
-    def with_overrides(self, overrides: Mapping[str, str | int | bool]) -> "MemoryConfig":
+    def with_overrides(self, overrides: Mapping[str, str | int | bool]) -> MemoryConfig:
         """Return a copy with ``NAME=VALUE`` overrides parsed to each field's type."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         changes: dict[str, Any] = {}

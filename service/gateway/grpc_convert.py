@@ -112,7 +112,7 @@ class EventConverter:
     """
 
     pb2: ModuleType
-    sessions: "SessionService"
+    sessions: SessionService
     sid: str
     tenant: str
     sent: dict[int, int] = field(default_factory=dict)

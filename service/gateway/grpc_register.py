@@ -7,8 +7,9 @@ one error table answers INVALID_ARGUMENT instead, for unary and streaming calls 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError

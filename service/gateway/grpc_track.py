@@ -10,8 +10,8 @@ out as soon as the worker publishes them, whatever the client is sending.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import ModuleType
-from typing import AsyncIterator
 
 import grpc
 

@@ -55,7 +55,7 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "RunSpec":
+    def from_dict(d: dict[str, Any]) -> RunSpec:
         return RunSpec(int(d["id"]), d["direction"], tuple(d["anchors"]), bool(d["stream"]), d.get("num_frames"))
 
 
@@ -80,7 +80,7 @@ class SessionMeta:
         return json.dumps(d).encode()
 
     @staticmethod
-    def from_json(raw: bytes) -> "SessionMeta":
+    def from_json(raw: bytes) -> SessionMeta:
         d = json.loads(raw)
         d["run"] = RunSpec.from_dict(d["run"]) if d.get("run") else None
         return SessionMeta(**d)
@@ -99,7 +99,7 @@ class PassProgress:
         return json.dumps(dataclasses.asdict(self)).encode()
 
     @staticmethod
-    def from_json(raw: bytes) -> "PassProgress":
+    def from_json(raw: bytes) -> PassProgress:
         return PassProgress(**json.loads(raw))
 
 
@@ -121,5 +121,5 @@ class Event:
         return {"e": json.dumps(d).encode()}
 
     @staticmethod
-    def parse(entry_id: str, fields: dict[str, bytes]) -> "Event":
+    def parse(entry_id: str, fields: dict[str, bytes]) -> Event:
         return Event(**json.loads(fields["e"]), id=entry_id)

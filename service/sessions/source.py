@@ -33,7 +33,8 @@ def pack_source(volume: Volume) -> bytes | None:
         elif volume.nifti is not None:
             src_n = volume.nifti
             meta = {"kind": "nifti", "affine": src_n.affine.tolist(), "shape": list(src_n.shape),
-                    "ornt": src_n.ornt.tolist(), "axis": src_n.axis, "nifti2": isinstance(src_n.header, nib.Nifti2Header)}
+                    "ornt": src_n.ornt.tolist(), "axis": src_n.axis,
+                    "nifti2": isinstance(src_n.header, nib.Nifti2Header)}
             zf.writestr("header.bin", src_n.header.binaryblock)  # type: ignore[attr-defined]
         else:
             return None

@@ -132,7 +132,7 @@ class MemoryStore:
             async with self._changed:
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def job_push(self, queue: str, fields: dict[str, bytes]) -> str:
@@ -156,7 +156,7 @@ class MemoryStore:
             async with self._changed:
                 try:
                     await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def job_ack(self, queue: str, job_id: str) -> None:

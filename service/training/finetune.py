@@ -96,6 +96,7 @@ def finetune(req: FinetuneRequest) -> ModelEntry:
         "trainable_parameters": sum(p.numel() for p in net.parameters() if p.requires_grad),
         "base_dev_subset": base_score, "config_file": req.config_path, "config": cfg.to_dict(), "seed": cfg.seed}
     prov = provenance(outcome, req.data, req.command, str(device), extra, sources.describe())
-    description = f"{base_entry.name}:{base_entry.version} fine-tuned with Conv-Parallel adapters ({outcome.steps} steps)."
+    description = (f"{base_entry.name}:{base_entry.version} fine-tuned with Conv-Parallel adapters "
+                   f"({outcome.steps} steps).")
     return write_entry(req.repo_root, req.name, with_adapters(base_entry.spec), outcome, description, size, prov,
                        memory=memory)

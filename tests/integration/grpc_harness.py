@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, AsyncIterator, Iterable
+from typing import Any
 
 import grpc
 import numpy as np

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import httpx
 import numpy as np

@@ -65,7 +65,7 @@ def test_dockerfile_and_chart_defaults_are_valid_settings() -> None:
     """The values the images and the chart give settings parse as Settings would parse them."""
     need("helm_python")
     values: dict[str, str] = {}
-    for word, rest in re.findall(r"^(ENV)\s+(.*?)(?<!\\)$", (ROOT / "Dockerfile").read_text().replace("\\\n", " "),
+    for _word, rest in re.findall(r"^(ENV)\s+(.*?)(?<!\\)$", (ROOT / "Dockerfile").read_text().replace("\\\n", " "),
                                  re.MULTILINE | re.DOTALL):
         values.update(re.findall(r"(IMOS_[A-Z_]+)=(\S+)", rest))
     for doc in vd.manifests(vd.render_chart()):

@@ -144,5 +144,5 @@ def test_session_threads_do_not_spin_by_default() -> None:
     assert quiet.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert quiet.intra_op_num_threads == 2 and quiet.inter_op_num_threads == 1
     spinning = _session_options(ort, 2, spinning=True)
-    with pytest.raises(Exception):  # onnxruntime raises its own, unexported error for an unset entry
+    with pytest.raises(Exception):  # noqa: B017 - onnxruntime raises its own, unexported error for an unset entry
         spinning.get_session_config_entry("session.intra_op.allow_spinning")

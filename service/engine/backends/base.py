@@ -23,7 +23,7 @@ class KeyFeatures:
     f8: torch.Tensor
     f4: torch.Tensor
 
-    def item(self, i: int) -> "KeyFeatures":
+    def item(self, i: int) -> KeyFeatures:
         """The i-th frame of the batch, keeping a batch dimension of 1."""
         return KeyFeatures(*(t[i:i + 1] for t in (self.key, self.shrinkage, self.selection,
                                                   self.f16, self.f8, self.f4)))

@@ -50,7 +50,7 @@ class KVStore:
         return self.use_count / self.life_count
 
     def add_keys(self, key: torch.Tensor, shrinkage: torch.Tensor | None,
-                 selection: torch.Tensor | None) -> "KVStore":
+                 selection: torch.Tensor | None) -> KVStore:
         """Append n key elements (values are appended separately)."""
         n = key.shape[-1]
         changes: dict[str, torch.Tensor | None] = {
@@ -64,7 +64,7 @@ class KVStore:
             changes["life_count"] = _cat(self.life_count, zeros + _LIFE_START)
         return dataclasses.replace(self, **changes)
 
-    def add_object_values(self, value: torch.Tensor, objects: list[int]) -> "KVStore":
+    def add_object_values(self, value: torch.Tensor, objects: list[int]) -> KVStore:
         """Append one memory frame's values [K, Cv, n]; objects not yet in a group form a new one."""
         values = list(self.values)
         seen: set[int] = set()
@@ -78,7 +78,7 @@ class KVStore:
             groups.append(fresh)
         return dataclasses.replace(self, values=tuple(values), groups=tuple(groups))
 
-    def add_group_values(self, values: list[torch.Tensor | None], groups: tuple[tuple[int, ...], ...]) -> "KVStore":
+    def add_group_values(self, values: list[torch.Tensor | None], groups: tuple[tuple[int, ...], ...]) -> KVStore:
         """Append per-group values (None = nothing for that group, only trailing groups)."""
         out = list(self.values)
         for gi, gv in enumerate(values):
@@ -90,14 +90,14 @@ class KVStore:
                 out.append(gv)
         return dataclasses.replace(self, values=tuple(out), groups=groups[:len(out)])
 
-    def update_usage(self, usage: torch.Tensor) -> "KVStore":
+    def update_usage(self, usage: torch.Tensor) -> KVStore:
         """Add usage [N] to the use counts and one to every life count."""
         if not self.count_usage or self.use_count is None or self.life_count is None:
             return self
         return dataclasses.replace(self, use_count=self.use_count + usage.view_as(self.use_count),
                                    life_count=self.life_count + 1)
 
-    def keep(self, mask: torch.Tensor) -> "KVStore":
+    def keep(self, mask: torch.Tensor) -> KVStore:
         """Keep the key elements where mask [N] (bool) is true; values follow their keys."""
         values = tuple(gv[:, :, mask[-gv.shape[-1]:]] for gv in self.values)
         return dataclasses.replace(
@@ -105,7 +105,7 @@ class KVStore:
             selection=_sel(self.selection, mask), values=values,
             use_count=_sel(self.use_count, mask), life_count=_sel(self.life_count, mask))
 
-    def remove_least_used(self, max_size: int) -> "KVStore":
+    def remove_least_used(self, max_size: int) -> KVStore:
         """Drop the least-used elements down to at most max_size (ties at the cut drop too)."""
         if self.size <= max_size:
             return self  # XMem would index an empty top-k here; nothing needs to go
