@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import numpy as np
@@ -12,6 +12,9 @@ import numpy as np
 from service.errors import ImosError, InvalidInput, NotFound, StoreUnavailable, TooLarge
 
 ProgressCb = Callable[[int, int], None]
+# Frames per append on a live stream: big enough that per-request costs are small, small enough that
+# the server starts on the first ones while the rest are still being sent.
+LIVE_CHUNK = 8
 
 
 def _raise_for(r: httpx.Response) -> None:
@@ -43,27 +46,47 @@ class RestClient:
         self.http.close()
 
     def segment(self, frames: list[np.ndarray], mask: np.ndarray, frame: int, direction: str = "both",
-                settings: dict[str, str] | None = None, progress: ProgressCb | None = None) -> list[np.ndarray]:
-        """Create a session, annotate, propagate with live progress, download every mask, delete."""
-        r = self.http.post("/v1/sessions", files={"sequence": ("frames.npy", _npy(np.stack(frames)))},
-                           data={"settings": json.dumps(settings or {})})
+                settings: dict[str, str] | None = None, progress: ProgressCb | None = None,
+                chunk: int = LIVE_CHUNK, live: bool = True) -> list[np.ndarray]:
+        """Propagate ``mask`` (on ``frame``) through ``frames`` and return every frame's mask.
+
+        With ``live`` (both directions only) it goes as a live stream: frames up to the annotated one,
+        then the mask (the server starts at once), then the rest ``chunk`` frames at a time while the
+        server computes, so uploading and computing overlap. Otherwise as a batch session (upload,
+        annotate, propagate). Either way the session is deleted at the end.
+        """
+        live = live and direction == "both"
+        head = frames[:frame + 1] if live else frames
+        r = self.http.post("/v1/sessions", files={"sequence": ("frames.npy", _npy(np.stack(head)))},
+                           data={"settings": json.dumps(settings or {}), "stream": str(live).lower()})
         _raise_for(r)
         sid = r.json()["id"]
         try:
             _raise_for(self.http.put(f"/v1/sessions/{sid}/masks/{frame}", files={"mask": ("mask.npy", _npy(mask))}))
-            _raise_for(self.http.post(f"/v1/sessions/{sid}/propagate", json={"direction": direction}))
-            received = 0
-            for ev in self.events(sid):
-                if ev.get("event") == "error":
-                    raise InvalidInput(str(ev.get("message")))
-                if ev.get("event") == "frame" and progress is not None:
-                    received += 1  # "published" counts per pass; the client wants the total
-                    progress(received, int(ev.get("total") or len(frames)))
+            if live:
+                for at in range(frame + 1, len(frames), max(1, chunk)):
+                    part = np.stack(frames[at:at + chunk])
+                    _raise_for(self.http.post(f"/v1/sessions/{sid}/frames",
+                                              files={"sequence": ("frames.npy", _npy(part))}))
+                _raise_for(self.http.post(f"/v1/sessions/{sid}/close"))
+            else:
+                _raise_for(self.http.post(f"/v1/sessions/{sid}/propagate", json={"direction": direction}))
+            self._follow(sid, len(frames), progress)
             r = self.http.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"})
             _raise_for(r)
             return list(np.load(io.BytesIO(r.content)))
         finally:
             self.http.delete(f"/v1/sessions/{sid}")
+
+    def _follow(self, sid: str, total: int, progress: ProgressCb | None) -> None:
+        """Wait for the run to finish, reporting frames as they come; raises the run's error."""
+        received = 0
+        for ev in self.events(sid):
+            if ev.get("event") == "error":
+                raise InvalidInput(str(ev.get("message")))
+            if ev.get("event") == "frame" and progress is not None:
+                received += 1  # "published" counts per pass; the client wants the total
+                progress(received, int(ev.get("total") or total))
 
     def events(self, sid: str, after: str = "0") -> Iterator[dict[str, object]]:
         """The session's events until its run is done (SSE)."""

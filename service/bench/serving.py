@@ -9,8 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import numpy as np
@@ -76,16 +77,18 @@ def _clients(url: str, grpc_target: str, video: list[np.ndarray], mask: np.ndarr
         buf, mbuf = io.BytesIO(), io.BytesIO()
         np.save(buf, np.stack(video))
         np.save(mbuf, mask)
-        r = httpx.post(f"{url}/v1/segment", files={"sequence": ("f.npy", buf.getvalue()), "mask": ("m.npy", mbuf.getvalue())},
+        files = {"sequence": ("f.npy", buf.getvalue()), "mask": ("m.npy", mbuf.getvalue())}
+        r = httpx.post(f"{url}/v1/segment", files=files,
                        data={"frame": str(anchor), "output": "npy", "settings": '{"size": -1}'}, timeout=600)
         r.raise_for_status()
 
-    def sessions() -> None:
+    def sessions(live: bool) -> None:
         client = RestClient(url)
         try:
-            client.segment(video, mask, anchor, "both", settings)
+            client.segment(video, mask, anchor, "both", settings, live=live)
         finally:
             client.close()
 
-    return {"rest_one_shot": one_shot, "rest_sessions_sse": sessions,
+    return {"rest_one_shot": one_shot, "rest_sessions_sse": lambda: sessions(False),
+            "rest_sessions_live": lambda: sessions(True),
             "grpc_track": lambda: segment_remote(grpc_target, video, mask, anchor, "both", settings)}

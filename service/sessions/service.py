@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
-from typing import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 
@@ -55,7 +55,8 @@ class SessionService:
         if count > self.settings.max_frames:
             raise TooLarge(f"{count} frames exceed the limit of {self.settings.max_frames} per session")
         if frame is not None and frame.shape[0] * frame.shape[1] > self.settings.max_frame_pixels:
-            raise TooLarge(f"frames of {frame.shape[0]}x{frame.shape[1]} exceed {self.settings.max_frame_pixels} pixels")
+            raise TooLarge(f"frames of {frame.shape[0]}x{frame.shape[1]} exceed "
+                           f"{self.settings.max_frame_pixels} pixels")
 
     async def append(self, sid: str, tenant: str, frames: Sequence[np.ndarray]) -> tuple[int, int]:
         """Add frames at the end; returns (index of the first one, frames now held)."""
@@ -128,6 +129,8 @@ class SessionService:
         """No more frames will come: the passes can finish."""
         async with self.records.meta_lock(sid):
             meta = await self.records.meta(sid, tenant)
+            if not meta.open:
+                raise Conflict("this session is not a live stream (or is closed already): nothing to close")
             run = meta.run
             if run is not None:
                 run = dataclasses.replace(run, num_frames=await self.records.num_frames(sid))
@@ -158,7 +161,7 @@ class SessionService:
         finished = bool(run) and all(d in current and current[d].finished for d in run.passes())  # type: ignore[union-attr]
         return {
             "id": sid, "frames": await self.records.num_frames(sid), "height": meta.height, "width": meta.width,
-            "model": meta.model, "stream": meta.open, "annotated_frames": sorted((await self.records.annotations(sid))),
+            "model": meta.model, "stream": meta.open, "annotated_frames": sorted(await self.records.annotations(sid)),
             "run": run.to_dict() if run else None, "frames_done": published,
             "state": "idle" if run is None else ("done" if finished else "running"),
             "progress": (published / run.num_frames) if run and run.num_frames else None,

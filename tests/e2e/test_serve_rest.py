@@ -9,9 +9,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from PIL import Image
 
 from service.cli.main import main
 from service.io.images import read_frames
+from service.rest_client import RestClient
 from tests.conftest import DATA_DEV
 from tests.e2e.procs import free_port, imos_process, wait_ready
 
@@ -53,5 +55,16 @@ def test_serve_one_shot_and_cli_client(dev_paths: tuple[Path, Path], tiny_repo: 
         code = main(["segment", str(frames_dir), "--mask", str(masks_dir / f"{mid:05d}.png"), "--frame", str(mid),
                      "--server", url, "--quiet", "-o", str(tmp_path / "cli")])
         assert code == 0 and len(list((tmp_path / "cli").iterdir())) == n
+        # the CLI client sends both directions as a live stream; a batch session gives the same masks
+        frames, mask = read_frames(frames_dir), np.asarray(Image.open(masks_dir / f"{mid:05d}.png"))
+        client = RestClient(url)
+        try:
+            live = client.segment(frames, mask, mid, chunk=3)
+            batch = client.segment(frames, mask, mid, live=False)
+        finally:
+            client.close()
+        assert len(live) == n
+        for a, b in zip(live, batch, strict=True):
+            np.testing.assert_array_equal(a, b)
     text = log.read_text()
     assert '"msg": "started"' in text

@@ -170,3 +170,43 @@ def test_fp16_checkpoints_halve_the_state_and_keep_the_masks(embedded_settings: 
     half, masks16 = asyncio.run(run(embedded_settings.model_copy(update={"state_fp16": True})))
     assert half < 0.6 * full
     assert masks16 == masks32
+
+
+def test_live_stream_over_rest_matches_a_batch_session(embedded_settings: Settings) -> None:
+    """create(stream) with frames 0..4, the mask on 4 (the run starts), the rest in two appends, close:
+    the masks equal a batch session's, and closing twice or propagating a stream is refused."""
+    frames, masks = _sequence()
+
+    async def masks_of(client: object, sid: str) -> np.ndarray:
+        r = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"})  # type: ignore[attr-defined]
+        return np.load(io.BytesIO(r.content))
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, _):
+            sid = (await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))})).json()["id"]
+            await client.put(f"/v1/sessions/{sid}/masks/4", files={"mask": ("m.npy", npy_bytes(masks[4]))})
+            await client.post(f"/v1/sessions/{sid}/propagate", json={"direction": "both"})
+            parse_sse((await client.get(f"/v1/sessions/{sid}/events")).text)
+            batch = await masks_of(client, sid)
+            r = await client.post(f"/v1/sessions/{sid}/close")
+            assert r.status_code == 409 and "not a live stream" in r.json()["detail"]
+
+            r = await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames[:5])))},
+                                  data={"stream": "true"})
+            assert r.status_code == 201 and r.json() == {"id": r.json()["id"], "frames": 5, "stream": True}
+            live = r.json()["id"]
+            r = await client.put(f"/v1/sessions/{live}/masks/4", files={"mask": ("m.npy", npy_bytes(masks[4]))})
+            assert r.status_code == 200
+            assert (await client.post(f"/v1/sessions/{live}/propagate")).status_code == 409
+            for part in (frames[5:8], frames[8:]):
+                r = await client.post(f"/v1/sessions/{live}/frames", files={"sequence": ("f.npy", npy_bytes(np.stack(part)))})
+                assert r.status_code == 200, r.text
+            closed = await client.post(f"/v1/sessions/{live}/close")
+            assert closed.status_code == 200 and closed.json()["stream"] is False and closed.json()["frames"] == 10
+            events = parse_sse((await client.get(f"/v1/sessions/{live}/events")).text)
+            assert sorted(e["frame"] for e in events if e["event"] == "frame") == list(range(10))
+            assert events[-1]["event"] == "done"
+            np.testing.assert_array_equal(await masks_of(client, live), batch)
+            assert (await client.post(f"/v1/sessions/{live}/close")).status_code == 409
+
+    asyncio.run(scenario())

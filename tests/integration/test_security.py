@@ -60,6 +60,7 @@ def test_rest_keys_and_tenant_isolation_on_every_route(embedded_settings: Settin
                      c.post(f"/v1/sessions/{sid}/frames", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))},
                             headers=other),
                      c.post(f"/v1/sessions/{sid}/propagate", headers=other),
+                     c.post(f"/v1/sessions/{sid}/close", headers=other),
                      c.delete(f"/v1/sessions/{sid}", headers=other)]
             for call in calls:
                 r = await call

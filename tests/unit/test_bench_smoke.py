@@ -39,7 +39,8 @@ def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_p
     assert main(["bench", "serving", "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "48",
                  "--frames", "8", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "grpc_track"}
+    assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "rest_sessions_live",
+                                                  "grpc_track"}
     assert all(v > 0 for v in report["ratio_to_in_process"].values())
     capsys.readouterr()
 

@@ -25,6 +25,7 @@ class ModelsOut(BaseModel):
 class SessionCreated(BaseModel):
     id: str = Field(examples=["3f2c9e0d4b7a4f0c9a1e5d6b7c8d9e0f"])
     frames: int
+    stream: bool = Field(False, description="a live stream (frames and masks propagate as they arrive)")
 
 
 class FramesAdded(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
@@ -34,17 +34,19 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 @router.post("", response_model=SessionCreated, status_code=201,
              summary="Create a session from a sequence (DICOM, NIfTI, video, zip of PNG/JPEG, or .npy)")
 async def create_session(sequence: UploadFile | None = File(None), settings: str | None = Form(None),
-                         labels: str | None = Form(None), rt: Runtime = Depends(runtime),
-                         who: str = Depends(tenant)) -> SessionCreated:
+                         labels: str | None = Form(None),
+                         stream: bool = Form(False, description="a live stream: masks propagate while frames "
+                                                                "and annotations arrive; end it with POST /close"),
+                         rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> SessionCreated:
     frames: list[np.ndarray] = []
     source = None
     if sequence is not None:
         data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
         volume = load_volume(data, sequence.filename)
         frames, source = volume.frames, pack_source(volume)
-    meta = await rt.sessions.create(who, frames, settings=json_map(settings, "settings"),
+    meta = await rt.sessions.create(who, frames, stream=stream, settings=json_map(settings, "settings"),
                                     labels=json_map(labels, "labels"), source=source)
-    return SessionCreated(id=meta.id, frames=len(frames))
+    return SessionCreated(id=meta.id, frames=len(frames), stream=meta.open)
 
 
 @router.post("/{sid}/frames", response_model=FramesAdded,
@@ -73,6 +75,13 @@ async def propagate(request: Request, sid: str, body: PropagateIn | None = None,
                                       request_id=getattr(request.state, "request_id", None))
     return RunOut(id=run.id, direction=run.direction, anchors=list(run.anchors),  # type: ignore[arg-type]
                   stream=run.stream, num_frames=run.num_frames)
+
+
+@router.post("/{sid}/close", response_model=SessionStatus,
+             summary="End a live stream: no more frames will come, so its passes can finish")
+async def close_stream(sid: str, rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> SessionStatus:
+    await rt.sessions.close_stream(sid, who)
+    return SessionStatus.model_validate(await rt.sessions.status(sid, who))
 
 
 @router.get("/{sid}", response_model=SessionStatus, summary="Status and progress")
