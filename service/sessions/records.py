@@ -106,7 +106,10 @@ class SessionRecords:
 
     async def put_state(self, sid: str, direction: str, state: SessionState, fp16: bool = False,
                         limit: int | None = None) -> int:
-        data = state_codec.encode(state, fp16=fp16)
+        return await self.put_state_data(sid, direction, state_codec.encode(state, fp16=fp16), limit)
+
+    async def put_state_data(self, sid: str, direction: str, data: bytes, limit: int | None = None) -> int:
+        """Store a pass's state already encoded (state_codec.encode), refusing one over ``limit``."""
         if limit is not None and len(data) > limit:
             raise TooLarge(f"the memory state of the {direction} pass is {len(data)} bytes, over the limit of "
                            f"{limit} (IMOS_MAX_STATE_BYTES); lower size or max_long_term_elements")

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from service.engine import state_codec
 from service.engine.batching import ClientLease, DynamicBatcher, client_lease
 from service.engine.propagate import FrameResult, Propagator
 from service.engine.state import SessionState
@@ -118,8 +119,10 @@ async def checkpoint(records: SessionRecords, ctx: RunContext, cur: PassCursor,
     if cur.state is None:
         return
     started = time.perf_counter()
-    size = await records.put_state(ctx.sid, cur.direction, cur.state, fp16=ctx.state_fp16,
-                                   limit=ctx.max_state_bytes)
+    # Encoded on the engine thread: copying the memory's tensors runs torch kernels, which must not
+    # start an OpenMP team on the event loop's thread (see runner.engine_threads).
+    data = await _in_thread(ctx, functools.partial(state_codec.encode, fp16=ctx.state_fp16), cur.state)
+    size = await records.put_state_data(ctx.sid, cur.direction, data, limit=ctx.max_state_bytes)
     if ctx.metrics is not None:
         ctx.metrics.state_bytes.observe(size)
     await records.put_progress(ctx.sid, cur.direction,

@@ -23,6 +23,15 @@ from service.worker.passes import CONTINUE, STOP_ABANDON, STOP_SAVE, RunContext,
 log = logging.getLogger("imos.worker")
 
 
+def engine_threads(stages: object, settings: Settings) -> int:
+    """Threads that call the engine. With a batcher, two per session (one per pass): threads wait
+    there for their partners. Without one, a single thread: calls run one at a time anyway, and on
+    CPU every thread that runs torch gets its own OpenMP team; with more team threads than cores
+    libgomp stops spinning between parallel regions, which made served frames about 15 % slower
+    than in-process ones on 2 cores (docs/benchmarks.md). Checkpoints are encoded there too."""
+    return 2 * max(1, settings.worker_concurrency) if isinstance(stages, DynamicBatcher) else 1
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -46,9 +55,7 @@ class Worker:
         self.frames_done = 0
         self._slots = asyncio.Semaphore(max(1, settings.worker_concurrency))
         self._tasks: set[asyncio.Task[None]] = set()
-        # Its own engine threads, two per session (one per pass): threads blocked in the batcher
-        # must not take asyncio's default pool from the rest of the process, nor be limited by it.
-        self._threads = ThreadPoolExecutor(2 * max(1, settings.worker_concurrency), "imos-engine")
+        self._threads = ThreadPoolExecutor(engine_threads(self.engine.stages, settings), "imos-engine")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Take jobs until stop is set; jobs in hand then checkpoint at the next frame and hand over."""
