@@ -186,3 +186,16 @@ def test_previews_are_valid_images(mr) -> None:
     assert len(video) == len(frames) and video.frames[0].ndim == 3  # coloured overlay survives
     with pytest.raises(InvalidInput):
         contact_sheet(frames, masks, indices=[len(frames)])
+
+
+def test_npy_results_use_the_smallest_type_that_holds_the_labels() -> None:
+    from service.io.outputs import encode_results
+
+    small = [np.array([[0, 1], [2, 255]], np.int64)] * 3
+    got = np.load(io.BytesIO(encode_results("npy", small).data))
+    assert got.dtype == np.uint8 and got.shape == (3, 2, 2) and np.array_equal(got[1], small[0])
+    wide = [np.array([[0, 300]], np.int64)]
+    got = np.load(io.BytesIO(encode_results("npy", wide).data))
+    assert got.dtype == np.uint16 and got.tolist() == [[[0, 300]]]
+    with pytest.raises(InvalidInput, match="0..65535"):
+        encode_results("npy", [np.array([[-1]], np.int64)])

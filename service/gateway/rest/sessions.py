@@ -106,8 +106,8 @@ async def events(sid: str, after: str = Query("0", description="resume after thi
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/{sid}/masks", summary="All masks: png-zip, npy (T x H x W), rle (COCO JSON), seg (DICOM SEG, for a "
-            "session made from a DICOM series) or nifti (for a NIfTI volume)",
+@router.get("/{sid}/masks", summary="All masks: png-zip, npy (T x H x W, uint8; uint16 past label 255), "
+            "rle (COCO JSON), seg (DICOM SEG, for a session made from a DICOM series) or nifti (for a NIfTI volume)",
             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
                                          "application/json": {}, "application/dicom": {}, "application/gzip": {}}}})
 async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle|seg|nifti)$"),
