@@ -104,10 +104,6 @@ class SessionRecords:
         raw = await self.store.hget(self.key(sid, "results"), str(frame))
         return None if raw is None else unpack_result(raw)
 
-    async def put_state(self, sid: str, direction: str, state: SessionState, fp16: bool = False,
-                        limit: int | None = None) -> int:
-        return await self.put_state_data(sid, direction, state_codec.encode(state, fp16=fp16), limit)
-
     async def put_state_data(self, sid: str, direction: str, data: bytes, limit: int | None = None) -> int:
         """Store a pass's state already encoded (state_codec.encode), refusing one over ``limit``."""
         if limit is not None and len(data) > limit:
