@@ -66,4 +66,9 @@ def test_parity_case(case: str, parity_repo: Path) -> None:
     verdict = _checker().evaluate(ref, ours)
     bad = [f for f in verdict["frames"] if not f["pass"]]
     assert verdict["pass"], f"{case}: failing frames {bad[:3]}"
-    assert verdict["max_abs"] < 2e-5, f"{case}: max |dp| {verdict['max_abs']:.2e} (XMem's own fp64 run: 8.9e-6)"
+    # The fixture allows 1e-4 per pixel. Tighter bounds catch drift early, but the worst pixel depends
+    # on the CPU's kernels: max 2e-5 held on AVX-512 hosts, while an AVX2-only host (Zen 3) gave 1.9e-5
+    # to 3.4e-5 from run to run with the same code (mean of the per-pixel max 1.8e-6).
+    mean_abs = float(np.abs(ours - ref).max(axis=1).mean())
+    assert verdict["max_abs"] < 5e-5, f"{case}: max |dp| {verdict['max_abs']:.2e} (XMem's own fp64 run: 8.9e-6)"
+    assert mean_abs < 5e-6, f"{case}: mean |dp| {mean_abs:.2e}"
