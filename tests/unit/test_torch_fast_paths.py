@@ -8,7 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from service.engine.backends.torch_backend import ChannelsLastMaxPool2d, TorchStages, fold_batchnorm
+from service.engine.backends.torch_backend import (
+    ChannelsLastMaxPool2d,
+    TorchStages,
+    cpu_has_fast_bf16,
+    fold_batchnorm,
+)
 from service.engine.nn.network import ImosNet
 from service.engine.spec import BackboneSpec
 from service.settings import Settings
@@ -83,6 +88,16 @@ def test_bf16_cpu_stages_run_in_bf16_and_leave_the_callers_network_alone(tiny_ne
         assert ours.dtype == torch.float32 and ours.is_contiguous() and ours.shape == r.shape
         # bf16 keeps 8 significant bits: agreement to a few percent of each tensor's scale.
         assert float((ours - r).abs().max()) <= 0.05 * float(r.abs().max()) + 1e-2
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns_and_fp32_never_does(tiny_net: ImosNet,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    # Reads this host's real CPU: AVX2-only hosts take the warning branch, AVX-512/AMX hosts the quiet one.
+    with caplog.at_level("WARNING", logger="service.engine.backends.torch_backend"):
+        TorchStages(tiny_net, precision="fp32")
+        assert "bf16" not in caplog.text
+        TorchStages(tiny_net, precision="bf16")
+    assert ("no native bf16 kernels" in caplog.text) == (not cpu_has_fast_bf16())
 
 
 @pytest.mark.slow
