@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--frames", type=int, default=20)
     e.add_argument("--objects", type=int, default=1)
     e.add_argument("--device", default="cpu")
-    e.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (CPU), fp16 (CUDA)")
+    e.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (torch), fp16 (CUDA), int8 (onnx); "
+                   "each backend runs the precisions it has")
     e.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and onnxruntime (default: all cores)")
     e.add_argument("--compile", action="store_true", help="torch backend: torch.compile the stages")
@@ -75,6 +76,11 @@ def _emit(report: dict[str, Any], path: Path | None) -> None:
     print(text)
 
 
+def _has_precision(backend: str, precision: str) -> bool:
+    """onnxruntime on CPU computes in fp32 or int8; int8 exists on the onnx backend only."""
+    return precision in ("fp32", "int8") if backend == "onnx" else precision != "int8"
+
+
 def run_engine(args: argparse.Namespace) -> int:
     from service.bench.engine import machine, run_isolated
 
@@ -82,7 +88,7 @@ def run_engine(args: argparse.Namespace) -> int:
     runs = [run_isolated(repo_root(args), args.model or default_model(), b.strip(), args.size, args.frames,
                          args.objects, args.device, p, args.threads, args.compile)
             for b in args.backend.split(",") for p in precisions
-            if b.strip() != "onnx" or p == "fp32"]  # onnxruntime on CPU computes in fp32 only
+            if _has_precision(b.strip(), p)]
     ok = [r for r in runs if "frames_per_s" in r]
     report = {"bench": "engine", "machine": machine(), "runs": runs}
     if len(ok) > 1:

@@ -33,8 +33,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="only sequences whose name matches (comma-separated globs: any of them)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="torch backend compute precision (bf16 on CPU, fp16/bf16 on CUDA)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
+                   help="compute precision: bf16 (torch; CPU or CUDA), fp16 (CUDA), int8 (--backend onnx)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_repo_arg(p)
     p.set_defaults(func=run)

@@ -37,6 +37,8 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
                 max_batch: int = 1) -> Engine:
     """Load a model on torch, onnxruntime (exporting ONNX on first use) or TensorRT.
 
+    precision: fp32; bf16 (torch, CPU or CUDA), fp16 (torch on CUDA, tensorrt); int8 (onnx: graphs quantised
+    on first use, see onnx_quantize).
     compile: torch backend only, wrap the stages in torch.compile (CUDA graphs on CUDA); opt-in,
     as the first frames of every new shape wait for the compiler.
     max_batch: the largest batch a dynamic batcher will send (TensorRT engines are built for it).
@@ -45,19 +47,25 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
     entry = repo.entry(name)
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    if backend != "onnx" and precision == "int8":
+        raise BackendUnavailable(f"int8 runs on the onnx backend only, not {backend!r}")
     net = repo.load_network(entry)
     if backend == "torch":
         return Engine(entry, TorchStages(net, device=device, precision=precision, compile=compile))
     if compile:
         raise BackendUnavailable(f"compile applies to the torch backend only, not {backend!r}")
-    if backend == "onnx" and precision != "fp32":
+    if backend == "onnx" and precision not in ("fp32", "int8"):
         # ORT's CPU provider has no bf16/fp16 convolutions: a converted graph runs fp32 behind casts.
-        raise BackendUnavailable(f"the onnx backend runs fp32 only, not {precision}; use the torch backend "
+        raise BackendUnavailable(f"the onnx backend runs fp32 or int8, not {precision}; use the torch backend "
                                  "for bf16 on CPU or tensorrt for fp16 on GPU")
     onnx_dir = ensure_onnx(entry, net)
     if backend == "onnx":
         from service.engine.backends.onnx_backend import OnnxStages
 
+        if precision == "int8":
+            from service.engine.backends.onnx_quantize import ensure_int8
+
+            onnx_dir = ensure_int8(net, entry.memory, onnx_dir, entry.build_dir / "onnx-int8")
         return Engine(entry, OnnxStages(onnx_dir, entry.spec.hidden_dim, threads=threads))
     from service.engine.backends.tensorrt_backend import ShapeProfile, TensorRTStages
 

@@ -129,7 +129,7 @@ def test_onnx_backend_refuses_lower_precision(tiny_repo: Path) -> None:
     from service.engine.loader import load_engine
     from service.errors import BackendUnavailable
 
-    with pytest.raises(BackendUnavailable, match="fp32 only"):
+    with pytest.raises(BackendUnavailable, match="fp32 or int8"):
         load_engine(tiny_repo, "tiny", "onnx", precision="bf16")
 
 
