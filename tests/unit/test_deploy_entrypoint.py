@@ -93,6 +93,12 @@ def test_model_roles_warm_up_their_engines_first(env: dict[str, str], backend: s
         assert '"logger": "imos.entrypoint"' in proc.stderr
 
 
+def test_int8_onnx_workers_warm_up_their_int8_graphs(env: dict[str, str]) -> None:
+    env = {**env, "IMOS_BACKEND": "onnx", "IMOS_MODEL": "lite", "IMOS_PRECISION": "int8"}
+    assert run(env, "worker").returncode == 0
+    assert [c["args"] for c in calls(env)] == ["export lite --backend onnx --precision int8", "worker"]
+
+
 def test_gateway_and_warmup_off_build_nothing(env: dict[str, str]) -> None:
     assert run({**env, "IMOS_BACKEND": "tensorrt"}, "gateway").returncode == 0
     assert run({**env, "IMOS_BACKEND": "tensorrt", "ENGINE_WARMUP": "0"}, "worker").returncode == 0

@@ -41,6 +41,7 @@ from service.errors import BackendUnavailable, ModelError
 QUANT_FORMAT = 1
 QUANT_RECORD = "quantize.json"
 _VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+_MAX_CROP = 288
 
 Samples = dict[str, list[dict[str, np.ndarray]]]
 
@@ -50,7 +51,7 @@ class CalibrationPlan:
     """Which generated clips calibrate the activation ranges.
 
     clips: how many clips (alternating moving shapes and cell fields); frames: frames per clip;
-    crop: clip side in pixels (None: the model's inference size); max_objects: objects per clip.
+    crop: clip side in pixels (None: the model's inference size, at most 288); max_objects: objects per clip.
     """
 
     clips: int = 6
@@ -103,8 +104,13 @@ def calibration_samples(net: ImosNet, memory: MemoryConfig, plan: CalibrationPla
     from service.training.tissue import tissue_clip
 
     recorder = _RecordingStages(TorchStages(net))
-    crop = plan.crop or (memory.size if memory.size > 0 else 480)
-    propagator = Propagator(recorder, memory, "calibration", net.spec.max_objects)  # type: ignore[arg-type]
+    # The calibrator holds every intermediate tensor of every recorded input until the end (its
+    # CalibMaxIntermediateOutputs drops data in onnxruntime 1.32), so clips are at most 288 px: XMem's
+    # architecture peaked at 3.6 GB calibrating at 480 px. Activation ranges do not depend on frame size.
+    crop = plan.crop or min(memory.size if memory.size > 0 else _MAX_CROP, _MAX_CROP)
+    # Frames at the clips' own size: the model's size setting would resize them again.
+    run_at = memory.with_overrides({"size": crop, "max_upscale": 0})
+    propagator = Propagator(recorder, run_at, "calibration", net.spec.max_objects)  # type: ignore[arg-type]
     rng, made = np.random.default_rng(plan.seed), 0
     while made < plan.clips:
         make = tissue_clip if made % 2 else synthetic_clip
