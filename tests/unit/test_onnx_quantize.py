@@ -125,3 +125,24 @@ def test_loader_runs_int8_on_onnx_only(tiny_repo: Path) -> None:
     mask[20:40, 20:40] = 1
     results = list(engine.propagator().run(frames, mask, 0, "forward"))
     assert [r.index for r in results] == [0, 1, 2]
+
+
+def test_single_object_models_calibrate_on_one_object() -> None:
+    """An imported single-object checkpoint allows one object: the clips must not hold three."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    net = ImosNet(dataclasses.replace(SMALL, max_objects=1)).eval()
+    samples = calibration_samples(net, MEMORY, PLAN)
+    assert {feed["masks"].shape[1] for feed in samples["value"]} == {1}
+
+
+def test_unwritable_build_folder_is_a_clear_model_error(quantised: tuple[ImosNet, Path, Path],
+                                                        tmp_path: Path) -> None:
+    from service.errors import ModelError
+
+    net, fp32, _ = quantised
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ModelError, match="cannot write the int8 graphs"):
+        ensure_int8(net, MEMORY, fp32, blocker / "onnx-int8", PLAN)

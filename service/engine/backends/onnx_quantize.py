@@ -112,9 +112,10 @@ def calibration_samples(net: ImosNet, memory: MemoryConfig, plan: CalibrationPla
     run_at = memory.with_overrides({"size": crop, "max_upscale": 0})
     propagator = Propagator(recorder, run_at, "calibration", net.spec.max_objects)  # type: ignore[arg-type]
     rng, made = np.random.default_rng(plan.seed), 0
+    objects = max(1, min(plan.max_objects, net.spec.max_objects))  # single-object imports take one
     while made < plan.clips:
         make = tissue_clip if made % 2 else synthetic_clip
-        clip = make(plan.frames, crop, AugmentConfig(), plan.max_objects, rng)
+        clip = make(plan.frames, crop, AugmentConfig(), objects, rng)
         if clip is None:  # no object big enough on frame 0: draw again
             continue
         for _ in propagator.run(list(clip.frames), clip.labels[0], 0, "forward"):
@@ -202,8 +203,12 @@ def ensure_int8(net: ImosNet, memory: MemoryConfig, fp32_dir: Path, out_dir: Pat
         return out_dir
     logging.getLogger(__name__).info("quantising %s to int8 (one-time calibration on %d generated clips%s)",
                                      fp32_dir, plan.clips, ", 7-bit weights: no VNNI" if reduce_range else "")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / QUANT_RECORD).unlink(missing_ok=True)  # an interrupted run must not look current
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / QUANT_RECORD).unlink(missing_ok=True)  # an interrupted run must not look current
+    except OSError as exc:
+        raise ModelError(f"cannot write the int8 graphs under {out_dir}: {exc}; make the model repository "
+                         "writable or point its build folders at a cache (ENGINE_CACHE_DIR in the images)") from exc
     was_training = net.training
     try:
         net.eval()
