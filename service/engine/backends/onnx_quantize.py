@@ -1,11 +1,11 @@
 """int8 versions of the exported graphs for ONNX Runtime on CPU (``precision="int8"``).
 
 Static post-training quantisation in QDQ form of the convolutions (the rest of each graph stays
-float): weights int8 per output channel, activations uint8 with ranges calibrated on clips the project generates itself (moving textured shapes
-and drifting cell fields, service.training), so no user or licensed data is needed and the
-result is a pure function of the fp32 graphs and the plan. The calibration inputs of each
-stage are recorded while the fp32 torch stages propagate those clips, so the value and
-decoder graphs see the hidden states and memory readouts they meet in use.
+float): weights int8 per output channel, activations uint8 with ranges calibrated on clips the
+project generates itself (moving textured shapes and drifting cell fields, service.training), so
+no user or licensed data is needed and the result is a pure function of the fp32 graphs and the plan.
+The calibration inputs of each stage are recorded while the fp32 torch stages propagate those
+clips, so the value and decoder graphs see the hidden states and memory readouts they meet in use.
 
 Integer convolutions need VNNI (AVX-512 VNNI, AVX-VNNI or AMX) to run without the u8 x s8
 products saturating their 16-bit intermediate sums; on CPUs without it the weights use 7 bits
