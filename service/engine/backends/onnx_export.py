@@ -131,11 +131,11 @@ def _finalise_graph(path: Path, stage: str, outputs: tuple[torch.Tensor, ...]) -
         raise ModelError(f"exported {stage} graph failed the ONNX checker: {exc}") from exc
 
 
-def _write_record(out_dir: Path, record: dict[str, Any]) -> None:
-    """Write export.json atomically, so a half-written record is never read."""
-    tmp = out_dir / (RECORD_NAME + ".tmp")
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Write a JSON build record atomically, so a half-written record is never read."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, out_dir / RECORD_NAME)
+    os.replace(tmp, path)
 
 
 def export_onnx(net: ImosNet, out_dir: Path, opset: int = 17) -> dict[str, Path]:
@@ -168,7 +168,7 @@ def export_onnx(net: ImosNet, out_dir: Path, opset: int = 17) -> dict[str, Path]
             paths[stage] = path
     finally:
         net.train(was_training)
-    _write_record(out_dir, {
+    write_record(out_dir / RECORD_NAME, {
         "format": EXPORT_FORMAT, "opset": opset, "torch": torch.__version__, "onnx": onnx.__version__,
         "weights_sha256": weights_sha256(net), "spec": net.spec.to_dict(),
         "graphs": {stage: {"file": p.name, "sha256": file_sha256(p), "bytes": p.stat().st_size}

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from service.engine.backends.base import KeyFeatures
-from service.engine.backends.onnx_export import STAGE_IO, read_export_record
+from service.engine.backends.onnx_export import STAGE_IO, read_export_record, write_record
 from service.engine.backends.torch_backend import TorchStages
 from service.engine.hashing import file_sha256
 from service.engine.nn.network import ImosNet
@@ -225,7 +224,5 @@ def ensure_int8(net: ImosNet, memory: MemoryConfig, fp32_dir: Path, out_dir: Pat
               "graphs": {s: p.stat().st_size for s, p in paths.items()},
               "sha256": {s: file_sha256(p) for s, p in paths.items()},
               "calibration_calls": {s: len(v) for s, v in samples.items()}}
-    tmp = out_dir / (QUANT_RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, out_dir / QUANT_RECORD)
+    write_record(out_dir / QUANT_RECORD, record)
     return out_dir
