@@ -1,4 +1,4 @@
-"""``imos bench engine``: frames/s and peak memory per backend, each in its own process."""
+"""``imos bench engine``: frames/s, time per stage and peak memory per backend, each in its own process."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
     threads: CPU threads for torch and for onnxruntime's intra-op pool (default: all cores).
     On a machine where another job holds a core, equal thread counts keep the comparison fair.
     compile: torch.compile the torch stages (compiling happens on the untimed first frames).
+    stage_ms_per_frame splits the same frames' time by stage; on CUDA, where calls return before the
+    GPU finishes, time moves to whichever later call waits for it.
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -33,10 +36,13 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
     engine = load_engine(repo, model, backend, device, precision, threads=threads, compile=compile)
     load_s = time.perf_counter() - t_load
     video, mask = moving_ellipse(frames, size, size, objects)
+    timer = _StageTimer(engine.stages)
     prop = engine.propagator({"size": -1})
     stamps = []
     for _ in prop.run(video, mask, 0, "forward"):
         stamps.append(time.perf_counter())
+        if len(stamps) == 3:
+            timer.totals.clear()  # the stage split covers the same steady frames as frames/s
     steady = stamps[2:]
     fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else float("nan")
     return {
@@ -45,7 +51,35 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
         "ms_per_frame": round(1000 / fps, 1) if fps == fps else None, "load_s": round(load_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(), "threads": threads, "compile": compile,
+        "stage_ms_per_frame": timer.split(steady),
     }
+
+
+class _StageTimer:
+    """Wraps the three stage methods of ``stages`` (in place) and adds up their wall time per stage."""
+
+    def __init__(self, stages: Any) -> None:
+        self.totals: dict[str, float] = {}
+        for name in ("encode_key", "encode_value", "segment"):
+            setattr(stages, name, self._timed(name, getattr(stages, name)))
+
+    def _timed(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.totals[name] = self.totals.get(name, 0.0) + time.perf_counter() - start
+        return call
+
+    def split(self, steady: list[float]) -> dict[str, float] | None:
+        """ms per frame of each stage over the steady frames, and the rest (memory read, pre/post-processing)."""
+        frames = len(steady) - 1
+        if frames < 1:
+            return None
+        per = {name: 1000 * t / frames for name, t in self.totals.items()}
+        per["memory_and_rest"] = 1000 * (steady[-1] - steady[0]) / frames - sum(per.values())
+        return {name: round(ms, 1) for name, ms in per.items()}
 
 
 def run_isolated(repo: Path, model: str, backend: str, size: int, frames: int, objects: int,
@@ -61,9 +95,27 @@ def run_isolated(repo: Path, model: str, backend: str, size: int, frames: int, o
 
 
 def machine() -> dict[str, Any]:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+    """The host, as far as it decides speed: CPU model and the vector extensions the backends use."""
+    model, flags = _cpuinfo()
+    return {"cpu": platform.processor() or platform.machine(), "cpu_model": model,
+            "cpu_features": [f for f in _SPEED_FLAGS if f in flags], "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+# The extensions that decide fp32 (avx2, avx512f), bf16 (avx512_bf16, amx_bf16) and int8 (vnni, amx_int8) speed.
+_SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def _cpuinfo() -> tuple[str | None, set[str]]:
+    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, empty) where it is not readable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None, set()
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    return fields.get("model name"), set(fields.get("flags", "").split())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,12 @@ def test_bench_engine_runs_each_backend_in_its_own_process(tiny_repo: Path, tmp_
     assert [r["backend"] for r in report["runs"]] == ["torch", "onnxruntime"]
     assert all(r["frames_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in report["runs"])
     assert set(report["ratio_to_first"]) == {"torch", "onnxruntime"}
+    for run in report["runs"]:
+        split = run["stage_ms_per_frame"]
+        assert set(split) == {"encode_key", "encode_value", "segment", "memory_and_rest"}
+        assert split["encode_key"] > 0 and split["segment"] > 0 and split["memory_and_rest"] >= 0
+        assert sum(split.values()) == pytest.approx(run["ms_per_frame"], rel=0.05, abs=0.5)
+    assert report["machine"]["cores"] and "cpu_features" in report["machine"]
     capsys.readouterr()
 
 
