@@ -32,8 +32,10 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def _serve(repo: Path, model: str, http: int, grpc_port: int) -> subprocess.Popen[bytes]:
+def _serve(repo: Path, model: str, http: int, grpc_port: int, backend: str,
+           precision: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "IMOS_MODEL": model, "IMOS_MODEL_REPO": str(repo), "IMOS_LOG_LEVEL": "WARNING",
+           "IMOS_BACKEND": backend, "IMOS_PRECISION": precision,
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", "serve", "--http-port", str(http),
                              "--grpc-port", str(grpc_port)], env=env, stdout=subprocess.DEVNULL,
@@ -49,13 +51,15 @@ def _serve(repo: Path, model: str, http: int, grpc_port: int) -> subprocess.Pope
     raise RuntimeError("the service did not become ready")
 
 
-def measure_serving(repo: Path, model: str, size: int, frames: int, repeats: int = 1) -> dict[str, Any]:
+def measure_serving(repo: Path, model: str, size: int, frames: int, repeats: int = 1, backend: str = "torch",
+                    precision: str = "fp32") -> dict[str, Any]:
+    """The same sequence in-process and through each transport of a served copy, on the same backend."""
     video, masks = moving_ellipses(frames, size, size, 1)
     anchor, settings = frames // 2, {"size": "-1"}
-    prop = load_engine(repo, model).propagator(settings)
+    prop = load_engine(repo, model, backend, precision=precision).propagator(settings)
     inproc = min(_timed(lambda: list(prop.run(video, masks[anchor], anchor))) for _ in range(repeats))
     http, grpc_port = _free_port(), _free_port()
-    proc = _serve(repo, model, http, grpc_port)
+    proc = _serve(repo, model, http, grpc_port, backend, precision)
     try:
         url = f"http://127.0.0.1:{http}"
         times = {name: min(_timed(fn) for _ in range(repeats)) for name, fn in
@@ -63,7 +67,8 @@ def measure_serving(repo: Path, model: str, size: int, frames: int, repeats: int
     finally:
         proc.terminate()
         proc.wait(20)
-    return {"model": model, "size": [size, size], "frames": frames, "in_process_s": round(inproc, 3),
+    return {"model": model, "backend": backend, "precision": precision, "size": [size, size], "frames": frames,
+            "in_process_s": round(inproc, 3),
             "served_s": {k: round(v, 3) for k, v in times.items()},
             "ratio_to_in_process": {k: round(v / inproc, 3) for k, v in times.items()}}
 

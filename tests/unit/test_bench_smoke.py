@@ -39,12 +39,15 @@ def test_bench_engine_runs_each_backend_in_its_own_process(tiny_repo: Path, tmp_
     capsys.readouterr()
 
 
-def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_path: Path,
+@pytest.mark.parametrize("engine", [[], ["--backend", "onnx", "--precision", "int8"]], ids=["torch", "onnx-int8"])
+def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_path: Path, engine: list[str],
                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The served copy runs the same backend and precision as the in-process engine (int8: a real server)."""
     out = tmp_path / "serving.json"
     assert main(["bench", "serving", "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "48",
-                 "--frames", "8", "--json", str(out)]) == 0
+                 "--frames", "8", *engine, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert (report["backend"], report["precision"]) == ((engine[1], engine[3]) if engine else ("torch", "fp32"))
     assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "rest_sessions_live",
                                                   "grpc_track"}
     assert all(v > 0 for v in report["ratio_to_in_process"].values())
