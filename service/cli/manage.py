@@ -45,11 +45,11 @@ def run_import(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from service.engine.loader import ensure_onnx
 
+    if args.precision == "int8" and args.backend != "onnx":
+        raise BackendUnavailable(f"int8 graphs are for the onnx backend, not {args.backend}")
     repo = ModelRepo(repo_root(args))
     entry = repo.entry(args.name)
     net = repo.load_network(entry)
-    if args.precision == "int8" and args.backend != "onnx":
-        raise BackendUnavailable(f"int8 graphs are for the onnx backend, not {args.backend}")
     onnx_dir = ensure_onnx(entry, net)
     print(f"ONNX graphs in {onnx_dir}")
     if args.precision == "int8":

@@ -26,6 +26,7 @@ from service.engine.backends.onnx_quantize import (  # noqa: E402
 )
 from service.engine.backends.torch_backend import TorchStages  # noqa: E402
 from service.engine.nn.network import ImosNet  # noqa: E402
+from service.engine.repo import ModelRepo  # noqa: E402
 from service.engine.spec import MemoryConfig  # noqa: E402
 from service.errors import BackendUnavailable  # noqa: E402
 from tests.unit.test_onnx_backend import SMALL, small_net  # noqa: E402
@@ -146,3 +147,14 @@ def test_unwritable_build_folder_is_a_clear_model_error(quantised: tuple[ImosNet
     blocker.write_text("not a folder")
     with pytest.raises(ModelError, match="cannot write the int8 graphs"):
         ensure_int8(net, MEMORY, fp32, blocker / "onnx-int8", PLAN)
+
+
+def test_export_command_builds_int8_graphs(tiny_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from service.cli.main import main
+
+    assert main(["export", "tiny", "--model-repo", str(tiny_repo), "--precision", "int8"]) == 0
+    assert "int8 ONNX graphs in" in capsys.readouterr().out
+    assert (ModelRepo(tiny_repo).entry("tiny").build_dir / "onnx-int8" / QUANT_RECORD).is_file()
+    assert main(["export", "tiny", "--model-repo", str(tiny_repo), "--backend", "tensorrt",
+                 "--precision", "int8"]) != 0
+    assert "int8 graphs are for the onnx backend" in capsys.readouterr().err
