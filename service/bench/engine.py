@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from service.bench.synthetic_video import moving_ellipse
+from service.engine.host import cpu_info
 from service.engine.loader import load_engine
 
 
@@ -96,26 +97,15 @@ def run_isolated(repo: Path, model: str, backend: str, size: int, frames: int, o
 
 def machine() -> dict[str, Any]:
     """The host, as far as it decides speed: CPU model and the vector extensions the backends use."""
-    model, flags = _cpuinfo()
-    return {"cpu": platform.processor() or platform.machine(), "cpu_model": model,
-            "cpu_features": [f for f in _SPEED_FLAGS if f in flags], "cores": os.cpu_count(),
+    cpu = cpu_info()
+    return {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu.model,
+            "cpu_features": [f for f in _SPEED_FLAGS if f in cpu.flags], "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 # The extensions that decide fp32 (avx2, avx512f), bf16 (avx512_bf16, amx_bf16) and int8 (vnni, amx_int8) speed.
 _SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def _cpuinfo() -> tuple[str | None, set[str]]:
-    """(model name, flags) of the first CPU in /proc/cpuinfo; (None, empty) where it is not readable."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None, set()
-    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
-    return fields.get("model name"), set(fields.get("flags", "").split())
 
 
 if __name__ == "__main__":

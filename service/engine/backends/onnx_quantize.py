@@ -32,6 +32,7 @@ from service.engine.backends.base import KeyFeatures
 from service.engine.backends.onnx_export import STAGE_IO, read_export_record, write_record
 from service.engine.backends.torch_backend import TorchStages
 from service.engine.hashing import file_sha256
+from service.engine.host import cpu_info
 from service.engine.nn.network import ImosNet
 from service.engine.propagate import Propagator
 from service.engine.spec import MemoryConfig
@@ -66,11 +67,7 @@ class CalibrationPlan:
 
 def cpu_has_vnni() -> bool:
     """True when /proc/cpuinfo lists an 8-bit dot-product extension (False where unreadable)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return any(flag in flags for flag in _VNNI_FLAGS)
+    return any(flag in cpu_info().flags for flag in _VNNI_FLAGS)
 
 
 class _RecordingStages:
@@ -141,16 +138,15 @@ class _QuietQuantiser(logging.Filter):
     """Drops the quantiser's advice to pre-process the model (shape inference is already done)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-process" not in record.getMessage() and "pre-processing" not in record.getMessage()
+        return "pre-process" not in record.getMessage()
 
 
 def quantize_graphs(fp32_dir: Path, out_dir: Path, samples: Samples, reduce_range: bool) -> dict[str, Path]:
-    """QDQ-quantise key/value/segment.onnx from ``fp32_dir`` into ``out_dir``; {stage: path}."""
+    """QDQ-quantise key/value/segment.onnx from ``fp32_dir`` into the existing ``out_dir``; {stage: path}."""
     try:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     except ImportError as exc:
         raise BackendUnavailable(f"int8 needs onnxruntime's quantization tools: {exc}") from exc
-    out_dir.mkdir(parents=True, exist_ok=True)
     quiet, root = _QuietQuantiser(), logging.getLogger()
     root.addFilter(quiet)
     paths: dict[str, Path] = {}
