@@ -44,7 +44,9 @@ def grpc_target(url: str) -> tuple[str, bool]:
 
 
 def as_labels(png: bytes) -> np.ndarray:
-    labels = decode_mask(png, "server mask")
+    labels = decode_mask(png, "server mask", widen=False)  # uint8 from palette PNGs
+    if labels.dtype == np.uint8:
+        return labels
     return labels.astype(np.uint8) if labels.max(initial=0) < 256 else labels.astype(np.int32)
 
 

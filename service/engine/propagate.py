@@ -41,13 +41,27 @@ class FrameResult:
         sees them resized, which would otherwise blur their edges); objects the
         annotation did not mention keep their prediction outside the drawn pixels.
         """
-        lut = np.array((0,) + self.object_ids, dtype=np.int64)
-        out = lut[self.probs.argmax(0)]
+        dtype = np.uint8 if max(self.object_ids, default=0) < 256 else np.int32
+        out = np.array((0,) + self.object_ids, dtype=dtype)[channel_argmax(self.probs)]
         if self.annotation is not None:
             given = [o for o in np.unique(self.annotation) if o != 0]
             out = np.where(np.isin(out, given), 0, out)
             out = np.where(self.annotation != 0, self.annotation, out)
-        return out.astype(np.uint8) if lut.max() < 256 else out.astype(np.int32)
+        return out.astype(dtype, copy=False)
+
+
+def channel_argmax(probs: np.ndarray) -> np.ndarray:
+    """probs [C, H, W] -> index of the largest channel [H, W] (uint8 for C <= 256), the first on ties
+    as numpy's argmax. A pass over the C planes: argmax along the outer axis strides through memory and
+    took 4 ms per 480x480 frame here, this about 1 (it runs on every served frame)."""
+    if probs.shape[0] > 256:
+        return probs.argmax(0)
+    best, idx = probs[0], np.zeros(probs.shape[1:], np.uint8)
+    for c in range(1, probs.shape[0]):
+        above = probs[c] > best
+        idx[above] = c
+        best = np.maximum(best, probs[c])
+    return idx
 
 
 class Propagator:

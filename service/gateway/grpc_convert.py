@@ -88,9 +88,9 @@ def session_options(msg: Message, served: tuple[str, int]) -> tuple[dict[str, st
 
 def object_ids(png: bytes) -> list[int]:
     """Labels present in an index PNG, background excluded."""
-    labels = decode_mask(png, "result mask")
-    counts = np.bincount(labels.ravel().astype(np.int64))
-    return [int(i) for i in np.flatnonzero(counts) if i != 0]
+    labels = decode_mask(png, "result mask", widen=False)
+    # Runs for every streamed frame: count the (few) object pixels only, in the PNG's own dtype.
+    return [int(i) for i in np.flatnonzero(np.bincount(labels[labels != 0]))]
 
 
 def session_to_proto(pb2: ModuleType, st: dict[str, Any]) -> Message:

@@ -85,15 +85,15 @@ def read_mask(path: Path) -> np.ndarray:
     return decode_mask(path.read_bytes(), path.name)
 
 
-def decode_mask(data: bytes, name: str) -> np.ndarray:
-    """Index-PNG bytes -> int array [H, W]; a palette PNG's indices are the labels."""
+def decode_mask(data: bytes, name: str, widen: bool = True) -> np.ndarray:
+    """Index-PNG bytes -> int64 labels [H, W] (with ``widen`` off: the image's own integer dtype,
+    uint8 for palette and grey PNGs); a palette PNG's indices are the labels."""
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
-            if im.mode in ("P", "L", "I", "I;16"):
-                return np.asarray(im).astype(np.int64)
-            if im.mode == "1":
-                return np.asarray(im).astype(np.int64)
+            if im.mode in ("P", "L", "I", "I;16", "1"):
+                arr = np.array(im)  # a writable copy: PIL's buffer view is read-only
+                return arr.astype(np.int64) if widen or arr.dtype == np.bool_ else arr
     except PIL_ERRORS as exc:
         raise InvalidMask(f"{name} is not a readable mask image: {exc}") from None
     raise InvalidMask(f"{name} is a colour image ({im.mode}); a mask must be an index PNG (palette or grey labels)")
@@ -113,7 +113,9 @@ def encode_mask_png(labels: np.ndarray) -> bytes:
     im = Image.fromarray(labels.astype(np.uint8), mode="P")
     im.putpalette(davis_palette())
     buf = io.BytesIO()
-    im.save(buf, format="PNG")
+    # Level 1, not PIL's 6: every served frame is encoded on the worker (0.5 vs 1.1 ms at 480x480);
+    # index masks stay small either way (2.6 vs 1.4 KB for one ellipse, 5 vs 2.7 KB for EM neurites).
+    im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
