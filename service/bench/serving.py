@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,12 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def _serve(repo: Path, model: str, http: int, grpc_port: int, backend: str,
-           precision: str) -> subprocess.Popen[bytes]:
+           precision: str, store: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "IMOS_MODEL": model, "IMOS_MODEL_REPO": str(repo), "IMOS_LOG_LEVEL": "WARNING",
            "IMOS_BACKEND": backend, "IMOS_PRECISION": precision,
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2]), **(store or {})}
+    if not store:
+        env.pop("IMOS_REDIS_URL", None)  # the in-process store unless --redis says otherwise
     proc = subprocess.Popen([sys.executable, "-m", "service.cli.main", "serve", "--http-port", str(http),
                              "--grpc-port", str(grpc_port)], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -52,14 +55,17 @@ def _serve(repo: Path, model: str, http: int, grpc_port: int, backend: str,
 
 
 def measure_serving(repo: Path, model: str, size: int, frames: int, repeats: int = 1, backend: str = "torch",
-                    precision: str = "fp32") -> dict[str, Any]:
-    """The same sequence in-process and through each transport of a served copy, on the same backend."""
+                    precision: str = "fp32", redis_url: str | None = None) -> dict[str, Any]:
+    """The same sequence in-process and through each transport of a served copy, on the same backend;
+    the copy keeps sessions in its own memory, or in Redis at ``redis_url`` (under a throwaway key prefix)."""
     video, masks = moving_ellipses(frames, size, size, 1)
     anchor, settings = frames // 2, {"size": "-1"}
     prop = load_engine(repo, model, backend, precision=precision).propagator(settings)
     inproc = min(_timed(lambda: list(prop.run(video, masks[anchor], anchor))) for _ in range(repeats))
     http, grpc_port = _free_port(), _free_port()
-    proc = _serve(repo, model, http, grpc_port, backend, precision)
+    prefix = f"imosbench-{uuid.uuid4().hex[:10]}"
+    store = {"IMOS_REDIS_URL": redis_url, "IMOS_KEY_PREFIX": prefix} if redis_url else None
+    proc = _serve(repo, model, http, grpc_port, backend, precision, store)
     try:
         url = f"http://127.0.0.1:{http}"
         times = {name: min(_timed(fn) for _ in range(repeats)) for name, fn in
@@ -67,10 +73,24 @@ def measure_serving(repo: Path, model: str, size: int, frames: int, repeats: int
     finally:
         proc.terminate()
         proc.wait(20)
+        if redis_url:
+            _drop_keys(redis_url, prefix)
     return {"model": model, "backend": backend, "precision": precision, "size": [size, size], "frames": frames,
+            "store": "redis" if redis_url else "in-process",
             "in_process_s": round(inproc, 3),
             "served_s": {k: round(v, 3) for k, v in times.items()},
             "ratio_to_in_process": {k: round(v / inproc, 3) for k, v in times.items()}}
+
+
+def _drop_keys(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in client.scan_iter(match=f"{prefix}:*", count=500):
+            client.delete(key)
+    finally:
+        client.close()
 
 
 def _clients(url: str, grpc_target: str, video: list[np.ndarray], mask: np.ndarray, anchor: int,

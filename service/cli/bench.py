@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sv.add_argument("--backend", choices=("torch", "onnx", "tensorrt"), default="torch",
                     help="the in-process engine and the served one both use it")
     sv.add_argument("--precision", default="fp32", help="fp32, bf16 (torch), fp16 (CUDA), int8 (onnx)")
+    sv.add_argument("--redis", default=None, metavar="URL",
+                    help="keep the served copy's sessions in this Redis (as deployed) instead of in its memory")
     sv.add_argument("--json", type=Path, default=None)
     add_repo_arg(sv)
     sv.set_defaults(func=run_serving_cmd)
@@ -140,7 +142,8 @@ def run_serving_cmd(args: argparse.Namespace) -> int:
     from service.bench.serving import measure_serving
 
     report = {"bench": "serving", **measure_serving(repo_root(args), args.model or default_model(), args.size,
-                                                    args.frames, args.repeats, args.backend, args.precision)}
+                                                    args.frames, args.repeats, args.backend, args.precision,
+                                                    args.redis)}
     _emit(report, args.json)
     return 0
 

@@ -48,9 +48,27 @@ def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_p
                  "--frames", "8", *engine, "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert (report["backend"], report["precision"]) == ((engine[1], engine[3]) if engine else ("torch", "fp32"))
+    assert report["store"] == "in-process"
     assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "rest_sessions_live",
                                                   "grpc_track"}
     assert all(v > 0 for v in report["ratio_to_in_process"].values())
+    capsys.readouterr()
+
+
+def test_bench_serving_on_redis_leaves_no_keys(tiny_repo: Path, tmp_path: Path, redis_url: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """--redis serves from a real Redis, as deployed, and deletes what the served copy wrote."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    before = set(client.scan_iter(match="imosbench-*"))
+    out = tmp_path / "serving.json"
+    assert main(["bench", "serving", "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "48",
+                 "--frames", "6", "--redis", redis_url, "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["store"] == "redis" and all(v > 0 for v in report["ratio_to_in_process"].values())
+    assert set(client.scan_iter(match="imosbench-*")) == before
+    client.close()
     capsys.readouterr()
 
 
