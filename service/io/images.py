@@ -92,8 +92,10 @@ def decode_mask(data: bytes, name: str, widen: bool = True) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as im:
             im.load()
             if im.mode in ("P", "L", "I", "I;16", "1"):
-                arr = np.array(im)  # a writable copy: PIL's buffer view is read-only
-                return arr.astype(np.int64) if widen or arr.dtype == np.bool_ else arr
+                arr = np.asarray(im)
+                if widen or arr.dtype == np.bool_:
+                    return arr.astype(np.int64)
+                return np.array(arr)  # writable, like the widened copy (PIL's array is read-only)
     except PIL_ERRORS as exc:
         raise InvalidMask(f"{name} is not a readable mask image: {exc}") from None
     raise InvalidMask(f"{name} is a colour image ({im.mode}); a mask must be an index PNG (palette or grey labels)")
