@@ -12,9 +12,7 @@ from service.errors import StateError
 from service.io.images import decode_mask, encode_mask_png
 
 _FRAME = struct.Struct("<4sHHH")
-
-
-_ZSTD, _ZLIB, _RAW = b"IMZS", b"IMFR", b"IMRW"
+_ZSTD, _ZLIB, _RAW = b"IMZS", b"IMFR", b"IMRW"  # the header's magic: how the body is stored
 
 
 def encode_frame(frame: np.ndarray, compress: bool = True) -> bytes:
