@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from service.bench.synthetic_video import moving_ellipse
-from service.engine.host import cpu_info
+from service.engine.host import cpu_info, native_bf16, onednn_isa_cap
 from service.engine.loader import load_engine
 
 
@@ -100,6 +100,7 @@ def machine() -> dict[str, Any]:
     cpu = cpu_info()
     return {"cpu": platform.processor() or platform.machine(), "cpu_model": cpu.model,
             "cpu_features": [f for f in _SPEED_FLAGS if f in cpu.flags], "cores": os.cpu_count(),
+            "onednn_max_cpu_isa": onednn_isa_cap(), "bf16_native": native_bf16(cpu, onednn_isa_cap()),
             "python": platform.python_version(), "torch": torch.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 

@@ -36,6 +36,7 @@ def test_bench_engine_runs_each_backend_in_its_own_process(tiny_repo: Path, tmp_
         assert split["encode_key"] > 0 and split["segment"] > 0 and split["memory_and_rest"] >= 0
         assert sum(split.values()) == pytest.approx(run["ms_per_frame"], rel=0.05, abs=0.5)
     assert report["machine"]["cores"] and "cpu_features" in report["machine"]
+    assert isinstance(report["machine"]["bf16_native"], bool) and "onednn_max_cpu_isa" in report["machine"]
     capsys.readouterr()
 
 

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from service.engine.backends.base import KeyFeatures
+from service.engine.host import cpu_info, native_bf16, onednn_isa_cap
 from service.engine.nn.network import ImosNet
 from service.errors import BackendUnavailable
 
@@ -78,19 +79,22 @@ def _fast_max_pool(module: nn.Module) -> nn.Module:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX-512 or AMX); elsewhere it is emulated, slowly."""
+    """Whether bf16 runs natively on this CPU (AVX512_BF16, AMX or Arm BF16) with oneDNN allowed to use it."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
+    return supported and native_bf16(cpu_info(), onednn_isa_cap())
 
 
 def _warn_if_bf16_is_emulated() -> None:
-    # Not refused: the results are right, only slow (1.5 s vs 0.26 s per 480p frame on an AVX2 EPYC).
+    # Not refused: the results are right, only slow, and one configuration may serve mixed nodes.
     if not cpu_has_fast_bf16():
+        cap = onednn_isa_cap()
         logging.getLogger(__name__).warning(
-            "bf16 on this CPU (%s) has no native bf16 kernels and runs several times slower than fp32; "
-            "use fp32 here", torch.backends.cpu.get_cpu_capability())
+            "bf16 on this CPU (%s%s) is emulated: it runs 2.5-5x slower than fp32 (no AVX512_BF16 or AMX); "
+            "use fp32 here, or ONNX Runtime int8 where the CPU has VNNI", torch.backends.cpu.get_cpu_capability(),
+            f", oneDNN capped at {cap}" if cap else "")
 
 
 def _compile_mode(device: torch.device) -> str:
