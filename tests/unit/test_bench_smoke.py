@@ -53,6 +53,10 @@ def test_bench_serving_reports_ratios_for_every_transport(tiny_repo: Path, tmp_p
     assert set(report["ratio_to_in_process"]) == {"rest_one_shot", "rest_sessions_sse", "rest_sessions_live",
                                                   "grpc_track"}
     assert all(v > 0 for v in report["ratio_to_in_process"].values())
+    # one in-process run per repeat, each transport timed after it: the paired ratios come from those
+    assert len(report["in_process_runs_s"]) == 1 and set(report["paired_ratio"]) == set(report["served_runs_s"])
+    for name, runs in report["served_runs_s"].items():
+        assert report["paired_ratio"][name] == pytest.approx(runs[0] / report["in_process_runs_s"][0], rel=0.05)  # runs are rounded to ms
     capsys.readouterr()
 
 
