@@ -23,6 +23,8 @@ class Metrics:
         self.active_sessions = Gauge("imos_active_sessions", "Sessions with a run in progress", registry=r)
         self.queue_depth = Gauge("imos_queue_depth_jobs", "Jobs waiting or pending in the work queue", registry=r)
         self.device_memory = Gauge("imos_device_memory_bytes", "Accelerator memory allocated", registry=r)
+        self.engine = Gauge("imos_engine_info", "The engine this worker runs (value 1)",
+                            ["model", "backend", "device", "precision"], registry=r)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

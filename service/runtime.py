@@ -85,5 +85,6 @@ def build_runtime(settings: Settings, role: str, tracing: Tracing | None = None)
                                       settings.backend, settings.device, settings.precision, compile=settings.compile,
                                       max_batch=settings.batch_max_size if settings.batch_max_delay_ms > 0 else 1
                                       ).result()
+        metrics.engine.labels(rt.engine.model_id, settings.backend, settings.device, rt.engine.precision).set(1)
         rt.worker = Worker(records, rt.engine, settings, metrics=metrics, tracing=rt.tracing)
     return rt

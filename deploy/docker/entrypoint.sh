@@ -125,7 +125,8 @@ main() {
     log "preparing $backend engines of $model in $ENGINE_CACHE_DIR (the first start on a GPU type takes minutes)"
     local extra=()
     # int8 graphs are calibrated once per cache too (about half a minute for imos-lite).
-    if [ "$backend" = onnx ] && [ "${IMOS_PRECISION:-fp32}" = int8 ]; then extra=(--precision int8); fi
+    # auto: int8 where the CPU has VNNI / AMX-INT8, as the worker will choose (imos export resolves it alike).
+    if [ "$backend" = onnx ] && contains "int8 auto" "${IMOS_PRECISION:-fp32}"; then extra=(--precision "$IMOS_PRECISION"); fi
     flock "$ENGINE_CACHE_DIR/.build.lock" imos export "$model" --backend "$backend" "${extra[@]}" >&2
   fi
   exec imos "$@"

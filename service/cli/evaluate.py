@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="only sequences whose name matches (comma-separated globs: any of them)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default="fp32",
-                   help="compute precision: bf16 (torch; CPU or CUDA), fp16 (CUDA), int8 (--backend onnx)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default="fp32",
+                   help="compute precision: bf16 (torch; CPU or CUDA), fp16 (CUDA), int8 (--backend onnx), "
+                        "auto (the fastest of these on this host)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_repo_arg(p)
     p.set_defaults(func=run)
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{result.steps} frames in {seconds:.1f} s ({result.steps / max(seconds, 1e-9):.1f} frames/s)")
     if args.json is not None:
         settings = {"protocols": list(protocols), "sequences": args.sequences, "backend": args.backend,
-                    "device": args.device, "precision": args.precision, "overrides": dict(overrides)}
+                    "device": args.device, "overrides": dict(overrides),
+                    "precision": getattr(getattr(tracker, "engine", None), "precision", args.precision)}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result_json(result, seconds, settings), indent=1))
         print(f"wrote {args.json}")

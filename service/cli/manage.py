@@ -23,8 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("export", help="export a model's stages for a backend (ONNX graphs, TensorRT plans)")
     e.add_argument("name")
     e.add_argument("--backend", choices=("onnx", "tensorrt"), default="onnx")
-    e.add_argument("--precision", choices=("fp32", "int8"), default="fp32",
-                   help="onnx: int8 also calibrates and writes the int8 graphs (about half a minute for imos-lite)")
+    e.add_argument("--precision", choices=("fp32", "int8", "auto"), default="fp32",
+                   help="onnx: int8 also calibrates and writes the int8 graphs (about half a minute for imos-lite); "
+                        "auto: int8 where this CPU has VNNI / AMX-INT8, as a worker with IMOS_PRECISION=auto runs")
     add_repo_arg(e)
     e.set_defaults(func=run_export)
 
@@ -44,7 +45,10 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from service.engine.loader import ensure_onnx
+    from service.engine.precision import resolve
 
+    if args.precision == "auto":
+        args.precision = "int8" if resolve(args.backend, "cpu", "auto").precision == "int8" else "fp32"
     if args.precision == "int8" and args.backend != "onnx":
         raise BackendUnavailable(f"int8 graphs are for the onnx backend, not {args.backend}")
     repo = ModelRepo(repo_root(args))

@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name != "gateway":
             p.add_argument("--backend", choices=("torch", "onnx", "tensorrt"), default=None)
             p.add_argument("--device", default=None)
-            p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8"), default=None,
-                           help="fp32, bf16 (torch), fp16 (CUDA) or int8 (onnx)")
+            p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default=None,
+                           help="fp32, bf16 (torch), fp16 (CUDA), int8 (onnx) or auto (the fastest on this host)")
         p.add_argument("--model", default=None)
         p.add_argument("--model-repo", type=Path, default=None)
         p.add_argument("--redis-url", default=None)

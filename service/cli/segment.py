@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model name in the repository (default: the bundled one)")
     p.add_argument("--backend", choices=BACKENDS, default="torch")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8"), default="fp32",
-                   help="bf16 (torch), fp16 (CUDA), int8 (--backend onnx)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16", "int8", "auto"), default="fp32",
+                   help="bf16 (torch), fp16 (CUDA), int8 (--backend onnx), auto (the fastest on this host)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="memory setting by XMem's name (top_k, mem_every, ..., size)")
     p.add_argument("--save-probs", type=Path, default=None, help="write DIR/probs.npy (T x (K+1) x H x W)")

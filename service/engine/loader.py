@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.engine.backends.base import Stages
 from service.engine.backends.torch_backend import TorchStages
+from service.engine.precision import AUTO
+from service.engine.precision import resolve as resolve_precision
 from service.engine.propagate import Propagator
 from service.engine.repo import ModelEntry, ModelRepo
 from service.errors import BackendUnavailable
 
 BACKENDS = ("torch", "onnx", "tensorrt")
+log = logging.getLogger("imos.engine")
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class Engine:
 
     entry: ModelEntry
     stages: Stages
+    precision: str = "fp32"  # what the stages run in (``auto`` resolved)
 
     @property
     def model_id(self) -> str:
@@ -42,7 +48,17 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
     compile: torch backend only, wrap the stages in torch.compile (CUDA graphs on CUDA); opt-in,
     as the first frames of every new shape wait for the compiler.
     max_batch: the largest batch a dynamic batcher will send (TensorRT engines are built for it).
+    precision ``auto``: the fastest validated precision of this backend on this host (engine.precision says which).
     """
+    choice = resolve_precision(backend, device, precision)
+    if precision == AUTO:
+        log.info("precision auto", extra={"backend": backend, "precision": choice.precision, "reason": choice.reason})
+    engine = _load(repo_root, name, backend, device, choice.precision, threads, compile, max_batch)
+    return dataclasses.replace(engine, precision=choice.precision)
+
+
+def _load(repo_root: Path, name: str, backend: str, device: str, precision: str, threads: int | None,
+          compile: bool, max_batch: int) -> Engine:
     repo = ModelRepo(repo_root)
     entry = repo.entry(name)
     if backend not in BACKENDS:

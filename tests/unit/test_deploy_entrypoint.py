@@ -93,10 +93,18 @@ def test_model_roles_warm_up_their_engines_first(env: dict[str, str], backend: s
         assert '"logger": "imos.entrypoint"' in proc.stderr
 
 
-def test_int8_onnx_workers_warm_up_their_int8_graphs(env: dict[str, str]) -> None:
-    env = {**env, "IMOS_BACKEND": "onnx", "IMOS_MODEL": "lite", "IMOS_PRECISION": "int8"}
+@pytest.mark.parametrize("precision", ["int8", "auto"])
+def test_int8_onnx_workers_warm_up_their_int8_graphs(env: dict[str, str], precision: str) -> None:
+    # auto: imos export resolves it as the worker will (int8 where the CPU has VNNI / AMX-INT8)
+    env = {**env, "IMOS_BACKEND": "onnx", "IMOS_MODEL": "lite", "IMOS_PRECISION": precision}
     assert run(env, "worker").returncode == 0
-    assert [c["args"] for c in calls(env)] == ["export lite --backend onnx --precision int8", "worker"]
+    assert [c["args"] for c in calls(env)] == [f"export lite --backend onnx --precision {precision}", "worker"]
+
+
+def test_fp32_or_torch_workers_warm_up_plain_graphs(env: dict[str, str]) -> None:
+    env = {**env, "IMOS_BACKEND": "onnx", "IMOS_MODEL": "lite", "IMOS_PRECISION": "fp32"}
+    assert run(env, "worker").returncode == 0
+    assert [c["args"] for c in calls(env)] == ["export lite --backend onnx", "worker"]
 
 
 def test_gateway_and_warmup_off_build_nothing(env: dict[str, str]) -> None:
