@@ -20,6 +20,8 @@ class Metrics:
                                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
         self.state_bytes = Histogram("imos_state_bytes", "Serialised memory state size per checkpoint", registry=r,
                                      buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6, 256e6))
+        self.state_written = Counter("imos_state_written_bytes_total", "Checkpoint bytes written to the store, "
+                                     "by kind (full record or delta)", ["kind"], registry=r)
         self.active_sessions = Gauge("imos_active_sessions", "Sessions with a run in progress", registry=r)
         self.queue_depth = Gauge("imos_queue_depth_jobs", "Jobs waiting or pending in the work queue", registry=r)
         self.device_memory = Gauge("imos_device_memory_bytes", "Accelerator memory allocated", registry=r)

@@ -1,5 +1,6 @@
-"""``imos bench state``: serialised memory-state bytes per frame and object, fp32 vs fp16, and the
-checkpoint write/read time as a fraction of the frame time."""
+"""``imos bench state``: serialised memory-state bytes per frame and object, fp32 vs fp16, the
+checkpoint write/read time as a fraction of the frame time, and what checkpoints every N frames write
+as full records against chains of deltas."""
 
 from __future__ import annotations
 
@@ -10,22 +11,25 @@ from typing import Any
 import numpy as np
 
 from service.bench.synthetic_video import moving_ellipses
-from service.engine import state_codec
+from service.engine import state_codec, state_delta
 from service.engine.loader import load_engine
+from service.engine.state_delta import Chain
+from service.sessions.records import MAX_DELTAS
 
 
 def measure_state(repo: Path, model: str, size: int, frames: int, objects: int,
-                  backend: str = "torch") -> dict[str, Any]:
+                  backend: str = "torch", checkpoint_every: int = 10) -> dict[str, Any]:
     engine = load_engine(repo, model, backend)
     prop = engine.propagator({"size": "-1"})
     video, masks = moving_ellipses(frames, size, size, objects)
     st, _ = prop.start(video[0], masks[0], 0, "forward", None)
-    frame_s, rows = [], []
+    frame_s, rows, states = [], [], []
     for t in range(1, frames):
         started = time.perf_counter()
         st, _ = prop.advance(st, video[t])
         frame_s.append(time.perf_counter() - started)
         rows.append(_codec_costs(st))
+        states.append(st)
     mean_frame = float(np.mean(frame_s[2:] or frame_s))
     last = rows[-1]
     return {
@@ -39,7 +43,30 @@ def measure_state(repo: Path, model: str, size: int, frames: int, objects: int,
         "checkpoint_fraction_of_frame": round(
             float(np.mean([r["write_s"] + r["read_s"] for r in rows])) / mean_frame, 4),
         "growth": [{"frame": i + 1, "bytes_fp32": r["fp32"]} for i, r in enumerate(rows) if (i + 1) % 10 == 0],
+        "checkpoints": _chain_costs(states, checkpoint_every),
     }
+
+
+def _chain_costs(states: list[Any], every: int) -> dict[str, Any]:
+    """Bytes a worker checkpointing every ``every`` frames writes as full records only, and as chains of
+    deltas (state_delta: full again after a consolidation or MAX_DELTAS deltas)."""
+    full_only, chained, fulls, deltas, delta_ms, chain = 0, 0, 0, 0, [], None
+    for st in states[every - 1::every]:
+        full_only += len(state_codec.encode(st))
+        started = time.perf_counter()
+        delta = state_delta.encode_delta(st, chain) if chain is not None and chain.seq < MAX_DELTAS else None
+        if delta is not None:
+            delta_ms.append(1000 * (time.perf_counter() - started))
+            chained, deltas = chained + len(delta), deltas + 1
+            chain = Chain.describe(st, chain.token, chain.seq + 1)  # type: ignore[union-attr]
+            continue
+        token = state_delta.new_token()
+        chained, fulls = chained + len(state_codec.encode(st, chain=token)), fulls + 1
+        chain = Chain.describe(st, token, 0)
+    return {"every": every, "count": fulls + deltas, "full_records": fulls, "deltas": deltas,
+            "bytes_full_only": full_only, "bytes_with_deltas": chained,
+            "ratio": round(chained / max(full_only, 1), 3),
+            "delta_encode_ms": round(float(np.mean(delta_ms)), 3) if delta_ms else None}
 
 
 def _codec_costs(st: Any) -> dict[str, Any]:

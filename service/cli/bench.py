@@ -43,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     sb.add_argument("--size", type=int, default=480)
     sb.add_argument("--frames", type=int, default=30)
     sb.add_argument("--objects", type=int, default=1)
+    sb.add_argument("--checkpoint-every", type=int, default=10,
+                    help="frames between checkpoints, for the full-vs-delta bytes (IMOS_CHECKPOINT_EVERY)")
     sb.add_argument("--json", type=Path, default=None)
     add_repo_arg(sb)
     sb.set_defaults(func=run_state_cmd)
@@ -133,7 +135,8 @@ def run_state_cmd(args: argparse.Namespace) -> int:
     from service.bench.state import measure_state
 
     report = {"bench": "state", **measure_state(repo_root(args), args.model or default_model(), args.size,
-                                                args.frames, args.objects)}
+                                                args.frames, args.objects,
+                                                checkpoint_every=max(args.checkpoint_every, 1))}
     _emit(report, args.json)
     return 0
 

@@ -30,9 +30,18 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _STORE_FIELDS = ("key", "shrinkage", "selection", "use_count", "life_count")
 
 
-def encode(state: SessionState, fp16: bool = False) -> bytes:
+def encode(state: SessionState, fp16: bool = False, chain: str | None = None) -> bytes:
     """Serialise; with fp16 the float memory tensors are stored at half precision
-    (usage counts stay float32: they accumulate and need the range)."""
+    (usage counts stay float32: they accumulate and need the range). ``chain`` names this record as
+    the base that later deltas (state_delta) extend."""
+    meta = meta_of(state)
+    if chain is not None:
+        meta["chain"] = chain
+    return pack(MAGIC, meta, state_tensors(state), fp16)
+
+
+def state_tensors(state: SessionState) -> dict[str, torch.Tensor]:
+    """Every tensor of the state by its record name (work.key, long.values.0, hidden, ...)."""
     tensors: dict[str, torch.Tensor] = {}
     core = state.core
     for store_name in ("work", "long"):
@@ -45,22 +54,37 @@ def encode(state: SessionState, fp16: bool = False) -> bytes:
             tensors[f"{store_name}.values.{gi}"] = gv
     if core.hidden is not None:
         tensors["hidden"] = core.hidden
+    return tensors
+
+
+def pack(magic: bytes, meta: dict[str, Any], tensors: dict[str, torch.Tensor], fp16: bool,
+         extra: dict[str, dict[str, Any]] | None = None) -> bytes:
+    """magic | version | header (meta, tensor table with ``extra`` fields per name, CRC) | blob."""
     table, chunks, offset = [], [], 0
     for name, t in tensors.items():
         half = fp16 and not name.endswith(("use_count", "life_count"))
         arr = t.detach().to("cpu", torch.float16 if half else torch.float32).contiguous().numpy()
         raw = arr.tobytes()
         table.append({"name": name, "dtype": str(arr.dtype), "shape": list(arr.shape),
-                      "offset": offset, "nbytes": len(raw)})
+                      "offset": offset, "nbytes": len(raw), **(extra or {}).get(name, {})})
         chunks.append(raw)
         offset += len(raw)
     blob = b"".join(chunks)
-    header = json.dumps({"meta": _meta(state), "tensors": table, "crc32": zlib.crc32(blob),
+    header = json.dumps({"meta": meta, "tensors": table, "crc32": zlib.crc32(blob),
                          "blob_bytes": len(blob)}).encode()
-    return MAGIC + struct.pack("<HI", VERSION, len(header)) + header + blob
+    return magic + struct.pack("<HI", VERSION, len(header)) + header + blob
 
 
-def _meta(state: SessionState) -> dict[str, Any]:
+def payload_bytes(state: SessionState, fp16: bool = False) -> int:
+    """The tensor bytes a full record of this state holds (its size less the header), without encoding."""
+    total = 0
+    for name, t in state_tensors(state).items():
+        half = fp16 and not name.endswith(("use_count", "life_count"))
+        total += t.numel() * (2 if half else 4)
+    return total
+
+
+def meta_of(state: SessionState) -> dict[str, Any]:
     core = state.core
     return {
         "direction": state.direction, "anchor": state.anchor, "cursor": state.cursor,
@@ -76,10 +100,13 @@ def _meta(state: SessionState) -> dict[str, Any]:
 
 def decode(data: bytes, device: torch.device | str = "cpu") -> SessionState:
     """Inverse of encode; raises StateError on any inconsistency. Tensors come back float32."""
-    header, blob = _split(data)
-    tensors = {e["name"]: _tensor(e, blob, device) for e in header["tensors"]}
+    header, blob = unpack(data, MAGIC)
+    return build(header["meta"], {e["name"]: tensor(e, blob, device) for e in header["tensors"]})
+
+
+def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SessionState:
+    """A SessionState from a record's meta and its tensors by name."""
     try:
-        m = header["meta"]
         memory = Memory(work=_store(m, "work", tensors), long=_store(m, "long", tensors), hw=int(m["hw"]))
         core = DirectionState(memory=memory, steps=int(m["steps"]), last_mem=int(m["last_mem"]),
                               last_deep=int(m["last_deep"]), num_objects=int(m["num_objects"]),
@@ -93,13 +120,14 @@ def decode(data: bytes, device: torch.device | str = "cpu") -> SessionState:
         raise StateError(f"session state header is incomplete: {exc}") from None
 
 
-def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
-    if len(data) < len(MAGIC) + 6 or not data.startswith(MAGIC):
+def unpack(data: bytes, magic: bytes) -> tuple[dict[str, Any], bytes]:
+    """(header, blob) of a record, its magic, version, length and CRC checked."""
+    if len(data) < len(magic) + 6 or not data.startswith(magic):
         raise StateError("not a serialised session state (bad magic)")
-    version, hlen = struct.unpack_from("<HI", data, len(MAGIC))
+    version, hlen = struct.unpack_from("<HI", data, len(magic))
     if version != VERSION:
         raise StateError(f"session state version {version} is not supported (this build reads {VERSION})")
-    start = len(MAGIC) + 6
+    start = len(magic) + 6
     try:
         header = json.loads(data[start:start + hlen])
     except ValueError:
@@ -110,7 +138,7 @@ def _split(data: bytes) -> tuple[dict[str, Any], bytes]:
     return header, blob
 
 
-def _tensor(entry: dict[str, Any], blob: bytes, device: torch.device | str) -> torch.Tensor:
+def tensor(entry: dict[str, Any], blob: bytes, device: torch.device | str) -> torch.Tensor:
     dtype = entry.get("dtype")
     if dtype not in _DTYPES:
         raise StateError(f"tensor {entry.get('name')!r} has unsupported dtype {dtype!r}")

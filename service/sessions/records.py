@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 
-from service.engine import state_codec
+from service.engine import state_codec, state_delta
 from service.engine.state import SessionState
-from service.errors import Conflict, NotFound, TooLarge
+from service.errors import Conflict, NotFound, StateError, TooLarge
 from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
 from service.sessions.model import Event, PassProgress, SessionMeta
 from service.store.base import Store
@@ -20,6 +20,9 @@ from service.store.base import Store
 META_LOCK_TTL_S = 10.0
 META_LOCK_WAIT_S = 5.0
 PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease", "source")
+# Deltas a pass's checkpoint chain may hold before the next checkpoint is written full again: bounds
+# what a resume reads and what the repeated small tensors (usage, hidden state) cost in the store.
+MAX_DELTAS = 16
 
 
 class SessionRecords:
@@ -105,16 +108,36 @@ class SessionRecords:
         return None if raw is None else unpack_result(raw)
 
     async def put_state_data(self, sid: str, direction: str, data: bytes, limit: int | None = None) -> int:
-        """Store a pass's state already encoded (state_codec.encode), refusing one over ``limit``."""
-        if limit is not None and len(data) > limit:
-            raise TooLarge(f"the memory state of the {direction} pass is {len(data)} bytes, over the limit of "
-                           f"{limit} (IMOS_MAX_STATE_BYTES); lower size or max_long_term_elements")
-        await self.store.hset(self.key(sid, "state"), direction, data)
+        """Store a pass's full state record (state_codec.encode), refusing one over ``limit``; the
+        deltas of the chain it replaces go in the same transaction."""
+        _check_limit(direction, len(data), limit)
+        stale = [_delta_field(direction, i) for i in range(1, MAX_DELTAS + 1)]
+        await self.store.hupdate(self.key(sid, "state"), {direction: data, _count_field(direction): b"0"}, stale)
+        return len(data)
+
+    async def put_state_delta(self, sid: str, direction: str, seq: int, data: bytes, full_bytes: int,
+                              limit: int | None = None) -> int:
+        """Store delta ``seq`` (1..MAX_DELTAS) of a pass's chain; ``full_bytes`` is the state's whole size,
+        which ``limit`` applies to."""
+        if not 1 <= seq <= MAX_DELTAS:
+            raise ValueError(f"delta {seq} is outside 1..{MAX_DELTAS}")
+        _check_limit(direction, full_bytes, limit)
+        await self.store.hupdate(self.key(sid, "state"),
+                                 {_delta_field(direction, seq): data, _count_field(direction): str(seq).encode()})
         return len(data)
 
     async def state(self, sid: str, direction: str) -> SessionState | None:
-        raw = await self.store.hget(self.key(sid, "state"), direction)
-        return None if raw is None else state_codec.decode(raw)
+        fields = [direction, _count_field(direction)] + [_delta_field(direction, i) for i in range(1, MAX_DELTAS + 1)]
+        full, count, *deltas = await self.store.hmget(self.key(sid, "state"), fields)
+        if full is None:
+            return None
+        n = int(count or b"0")
+        if n == 0:
+            return state_codec.decode(full)
+        chain = deltas[:n]
+        if len(chain) < n or any(d is None for d in chain):
+            raise StateError(f"the {direction} pass's checkpoint misses deltas of its chain")
+        return state_delta.decode_chain(full, [d for d in chain if d is not None])
 
     async def put_progress(self, sid: str, direction: str, progress: PassProgress) -> None:
         await self.store.hset(self.key(sid, "progress"), direction, progress.to_json())
@@ -139,3 +162,17 @@ class SessionRecords:
     async def delete(self, sid: str) -> None:
         await self.store.delete(*[self.key(sid, p) for p in PARTS])
         await self.store.srem(self.active, sid)
+
+
+def _count_field(direction: str) -> str:
+    return f"{direction}#n"
+
+
+def _delta_field(direction: str, seq: int) -> str:
+    return f"{direction}#{seq}"
+
+
+def _check_limit(direction: str, size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise TooLarge(f"the memory state of the {direction} pass is {size} bytes, over the limit of "
+                       f"{limit} (IMOS_MAX_STATE_BYTES); lower size or max_long_term_elements")

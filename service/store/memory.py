@@ -75,6 +75,17 @@ class MemoryStore:
     async def hlen(self, key: str) -> int:
         return len(self._hashes.get(key, {})) if self._alive(key) else 0
 
+    async def hmget(self, key: str, fields: list[str]) -> list[bytes | None]:
+        table = self._hashes.get(key, {}) if self._alive(key) else {}
+        return [table.get(f) for f in fields]
+
+    async def hupdate(self, key: str, values: dict[str, bytes], drop: list[str] | None = None) -> None:
+        self._alive(key)
+        table = self._hashes.setdefault(key, {})
+        for f in drop or ():
+            table.pop(f, None)
+        table.update(values)
+
     async def happend(self, key: str, value: bytes) -> int:
         self._alive(key)
         table = self._hashes.setdefault(key, {})

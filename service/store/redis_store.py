@@ -89,6 +89,18 @@ class RedisStore:
         return int(await self._r.hlen(key))
 
     @_guard
+    async def hmget(self, key: str, fields: list[str]) -> list[bytes | None]:
+        return list(await self._r.hmget(key, fields)) if fields else []
+
+    @_guard
+    async def hupdate(self, key: str, values: dict[str, bytes], drop: list[str] | None = None) -> None:
+        async with self._r.pipeline(transaction=True) as pipe:  # MULTI/EXEC: all or nothing
+            if drop:
+                pipe.hdel(key, *drop)
+            pipe.hset(key, mapping=values)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    @_guard
     async def happend(self, key: str, value: bytes) -> int:
         return int(await self._r.eval(_HAPPEND, 1, key, value))
 

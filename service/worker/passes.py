@@ -14,14 +14,15 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from service.engine import state_codec
+from service.engine import state_codec, state_delta
 from service.engine.batching import ClientLease, DynamicBatcher, client_lease
 from service.engine.propagate import FrameResult, Propagator
 from service.engine.state import SessionState
+from service.engine.state_delta import Chain
 from service.metrics import Metrics
 from service.sessions.codec import decode_labels, encode_labels
 from service.sessions.model import BACKWARD, FORWARD, Event, PassProgress, RunSpec, SessionMeta
-from service.sessions.records import SessionRecords
+from service.sessions.records import MAX_DELTAS, SessionRecords
 
 log = logging.getLogger("imos.worker")
 
@@ -34,6 +35,7 @@ class PassCursor:
     state: SessionState | None
     published: int
     since_checkpoint: int = 0
+    chain: Chain | None = None  # this pass's last checkpoint in the store, which a delta may extend
 
 
 @dataclass
@@ -119,17 +121,36 @@ async def checkpoint(records: SessionRecords, ctx: RunContext, cur: PassCursor,
     if cur.state is None:
         return
     started = time.perf_counter()
-    # Encoded on the engine thread: copying the memory's tensors runs torch kernels, which must not
-    # start an OpenMP team on the event loop's thread (see runner.engine_threads).
-    data = await _in_thread(ctx, functools.partial(state_codec.encode, fp16=ctx.state_fp16), cur.state)
-    size = await records.put_state_data(ctx.sid, cur.direction, data, limit=ctx.max_state_bytes)
+    kind, written, size = await _write_state(records, ctx, cur, cur.state)
     if ctx.metrics is not None:
         ctx.metrics.state_bytes.observe(size)
+        ctx.metrics.state_written.labels(kind).inc(written)
     await records.put_progress(ctx.sid, cur.direction,
                                PassProgress(ctx.run.id, cur.state.cursor, cur.published, finished))
     cur.since_checkpoint = 0
-    log.debug("checkpoint", extra={"session": ctx.sid, "direction": cur.direction, "bytes": size,
+    log.debug("checkpoint", extra={"session": ctx.sid, "direction": cur.direction, "kind": kind, "bytes": written,
                                    "ms": round(1000 * (time.perf_counter() - started), 2)})
+
+
+async def _write_state(records: SessionRecords, ctx: RunContext, cur: PassCursor,
+                       state: SessionState) -> tuple[str, int, int]:
+    """Store the pass's state as a delta of its chain when the memory only grew since, else in full:
+    (kind, bytes written, bytes of the whole state). Encoded on the engine thread: copying the memory's
+    tensors runs torch kernels, which must not start an OpenMP team on the event loop's thread."""
+    chain = cur.chain
+    if chain is not None and chain.seq < MAX_DELTAS:
+        delta = await _in_thread(ctx, functools.partial(state_delta.encode_delta, fp16=ctx.state_fp16), state, chain)
+        if delta is not None:
+            whole = state_codec.payload_bytes(state, ctx.state_fp16)
+            await records.put_state_delta(ctx.sid, cur.direction, chain.seq + 1, delta, whole,
+                                          limit=ctx.max_state_bytes)
+            cur.chain = Chain.describe(state, chain.token, chain.seq + 1)
+            return "delta", len(delta), whole
+    token = state_delta.new_token()
+    data = await _in_thread(ctx, functools.partial(state_codec.encode, fp16=ctx.state_fp16, chain=token), state)
+    size = await records.put_state_data(ctx.sid, cur.direction, data, limit=ctx.max_state_bytes)
+    cur.chain = Chain.describe(state, token, 0)
+    return "full", size, size
 
 
 async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[PassCursor]:

@@ -14,10 +14,13 @@ def test_bench_state_reports_bytes_and_checkpoint_fraction(tiny_repo: Path, tmp_
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "state.json"
     assert main(["bench", "state", "--model", "tiny", "--model-repo", str(tiny_repo), "--size", "64",
-                 "--frames", "12", "--objects", "2", "--json", str(out)]) == 0
+                 "--frames", "12", "--objects", "2", "--checkpoint-every", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["state_bytes_fp16"] < report["state_bytes_fp32"]
     assert report["checkpoint_fraction_of_frame"] > 0 and report["objects"] == 2
+    ck = report["checkpoints"]  # 11 states, every 2nd: 5 checkpoints, the first one full
+    assert ck["count"] == 5 and ck["full_records"] >= 1 and ck["full_records"] + ck["deltas"] == 5
+    assert ck["bytes_with_deltas"] <= ck["bytes_full_only"] * 1.01
     capsys.readouterr()
 
 

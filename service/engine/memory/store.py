@@ -31,6 +31,9 @@ class KVStore:
     groups: tuple[tuple[int, ...], ...] = ()
     use_count: torch.Tensor | None = None
     life_count: torch.Tensor | None = None
+    # Counts the operations that drop elements (keep): while it stands still every tensor only grew at
+    # its end, so a checkpoint can carry just the new columns (state_delta).
+    epoch: int = 0
 
     @property
     def size(self) -> int:
@@ -103,7 +106,7 @@ class KVStore:
         return dataclasses.replace(
             self, key=_sel(self.key, mask), shrinkage=_sel(self.shrinkage, mask),
             selection=_sel(self.selection, mask), values=values,
-            use_count=_sel(self.use_count, mask), life_count=_sel(self.life_count, mask))
+            use_count=_sel(self.use_count, mask), life_count=_sel(self.life_count, mask), epoch=self.epoch + 1)
 
     def remove_least_used(self, max_size: int) -> KVStore:
         """Drop the least-used elements down to at most max_size (ties at the cut drop too)."""
