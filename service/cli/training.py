@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--stop-at", type=int, default=None, metavar="STEP",
                    help="stop at this step and write the model (best so far); the learning-rate schedule stays "
                         "the full run's, so resuming later without it continues the same run")
+    t.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="stop at the first step that ends this long after the start, as --stop-at would "
+                        "(for a fixed time budget, e.g. a lent GPU; size --steps to the budget too)")
     _common(t)
     t.set_defaults(func=run_train)
 
@@ -89,7 +92,8 @@ def run_train(args: argparse.Namespace) -> int:
     req = TrainRequest(config=_load(args), data=tuple(args.data), out_dir=args.out, repo_root=repo_root(args),
                        name=args.name, resume=args.resume, device=args.device, eval_root=args.eval_root,
                        no_eval=args.no_eval, command=_command(), config_path=str(args.config),
-                       datasets=_datasets(args), stop_at=args.stop_at)
+                       datasets=_datasets(args), stop_at=args.stop_at,
+                       time_limit_s=args.time_limit)
     entry = train(req)
     print(f"wrote {entry.name}:{entry.version} -> {entry.weights_path}")
     return 0

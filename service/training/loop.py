@@ -124,10 +124,12 @@ def start_state(job: Job, opt: torch.optim.Optimizer, resume: bool, log: Logbook
 
 
 def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: bool,
-        stop_at: int | None = None) -> Outcome:
+        stop_at: int | None = None, time_limit_s: float | None = None) -> Outcome:
     """Train from step 0 or the latest checkpoint to cfg.total_iterations, or stop early at step
-    ``stop_at`` (the learning-rate schedule stays the full run's; the last step is evaluated and
-    checkpointed, so a later resume without stop_at continues exactly)."""
+    ``stop_at``, or at the first step that ends ``time_limit_s`` seconds after the start (the
+    learning-rate schedule stays the full run's; the last step is evaluated and checkpointed, so a
+    later resume without them continues exactly)."""
+    deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     cfg = job.cfg
     job.out_dir.mkdir(parents=True, exist_ok=True)
     log = Logbook(job.out_dir / "log.jsonl", cfg.log_every)
@@ -149,12 +151,19 @@ def run(job: Job, sampler: ClipSampler, evaluator: Evaluator | None, resume: boo
         log.step(step, cfg.stage_at(step)[1].name, terms, norm, opt.param_groups[0]["lr"], batch,
                  time.perf_counter() - clock)
         done = step + 1
+        if deadline is not None and done < end and time.monotonic() >= deadline:
+            log.note(f"time limit of {time_limit_s:.0f} s reached at step {done} of {end}")
+            end = done
+        if done == end:  # saved before the last evaluation too, which a hard stop on a budget may cut short
+            _checkpoint(job, opt, done, (history, best, sessions), wall + time.perf_counter() - clock)
         if evaluator is not None and cfg.eval.every > 0 and (done % cfg.eval.every == 0 or done == end):
             best = _evaluate(job, evaluator, done, history, best, log)
         if done % cfg.checkpoint_every == 0 or done == end:
             _checkpoint(job, opt, done, (history, best, sessions), wall + time.perf_counter() - clock)
         wall += time.perf_counter() - clock
         clock = time.perf_counter()
+        if done == end:
+            break
     return _outcome(job, history, best, wall, log, sessions, max(end, snap.step))
 
 

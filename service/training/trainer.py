@@ -38,6 +38,7 @@ class TrainRequest:
     no_eval: bool = False
     datasets: tuple[str, ...] = ()
     stop_at: int | None = None
+    time_limit_s: float | None = None
     command: str = ""
     config_path: str | None = None
 
@@ -112,7 +113,7 @@ def train(req: TrainRequest) -> ModelEntry:
     sources = DataSources(req.data, forbidden=[root] if root is not None else [], datasets=req.datasets)
     job = Job(cfg, build_net(cfg, spec, repo), req.out_dir, device, command=req.command)
     outcome = run(job, ClipSampler(cfg, sources), make_evaluator(cfg, root, device), req.resume,
-                  req.stop_at)
+                  req.stop_at, req.time_limit_s)
     size = cfg.inference_size or cfg.eval.size or cfg.resolution
     extra = {"trained_by": "imos train", "config_file": req.config_path, "config": cfg.to_dict(),
              "seed": cfg.seed, "init": cfg.init, "datasets": list(req.datasets) or "all",

@@ -90,6 +90,20 @@ def test_stop_early_writes_the_model_and_resuming_finishes_the_same_run(tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a), "the learning-rate schedule must not change with stop_at"
 
 
+def test_a_time_limit_stops_at_the_step_it_passes_and_writes_the_model(tmp_path: Path,
+                                                                      roots: tuple[Path, Path]) -> None:
+    cfg = tiny_config()
+    entry = train(TrainRequest(config=cfg, data=(roots[0],), out_dir=tmp_path / "timed", repo_root=tmp_path / "repo",
+                               name="timed", command="pytest", time_limit_s=0.0))
+    prov = yaml.safe_load((entry.directory / "model.yaml").read_text())["provenance"]
+    assert prov["steps"] == 1 and prov["planned_steps"] == 6
+    log = [json.loads(line) for line in (tmp_path / "timed" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r["event"] == "step"] == [0]
+    assert any("time limit" in r.get("message", "") for r in log if r["event"] == "note")
+    assert [p.name for p in checkpoints.list_checkpoints(tmp_path / "timed" / "checkpoints")] == ["step-0000001.pt"]
+    _engine_runs(tmp_path / "repo", "timed")
+
+
 def test_train_writes_an_entry_with_provenance_and_evaluation(tmp_path: Path, roots: tuple[Path, Path]) -> None:
     cfg = tiny_config(eval={"root": str(roots[1]), "size": 32, "every": 3, "memory": {"max_upscale": 2}},
                       select="best")
