@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE_FILES = (ROOT / "docker-compose.yml", ROOT / "deploy" / "compose" / "cpu.yml")
 ENTRYPOINT = ROOT / "deploy" / "docker" / "entrypoint.sh"
-SHELL_SCRIPTS = (ENTRYPOINT, ROOT / "scripts" / "validate_deploy.sh")
+SHELL_SCRIPTS = (ENTRYPOINT, ROOT / "scripts" / "validate_deploy.sh", *(ROOT / "scripts" / f"gpu_{n}.sh" for n in
+                                                                        ("check", "session", "unpack")))
 ENV_EXAMPLE = ROOT / ".env.example"
 OPERATIONS = ROOT / "docs" / "operations.md"
 CHART = ROOT / "deploy" / "helm" / "imos-serve"
