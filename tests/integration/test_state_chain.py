@@ -47,6 +47,13 @@ def _states(prop: Propagator, n: int) -> list[SessionState]:
     return out
 
 
+async def _start_chain(records: SessionRecords, base: SessionState) -> Chain:
+    """Store ``base`` as the full record of a new chain of the forward pass."""
+    token = state_delta.new_token()
+    await records.put_state_data("s", "forward", state_codec.encode(base, chain=token))
+    return Chain.describe(base, token, 0)
+
+
 def _same(a: SessionState, b: SessionState) -> bool:
     ta, tb = state_codec.state_tensors(a), state_codec.state_tensors(b)
     return set(ta) == set(tb) and all(torch.equal(ta[k], tb[k]) for k in ta) and a.cursor == b.cursor
@@ -70,15 +77,13 @@ def test_a_chain_in_the_store_restores_and_a_full_record_drops_its_deltas(store:
     records = SessionRecords(store, prefix, 60)
 
     async def scenario() -> None:
-        token = state_delta.new_token()
-        await records.put_state_data("s", "forward", state_codec.encode(states[1], chain=token))
+        chain = await _start_chain(records, states[1])
         assert _same(await records.state("s", "forward"), states[1])  # type: ignore[arg-type]
-        chain = Chain.describe(states[1], token, 0)
         for seq, st in ((1, states[2]), (2, states[3])):
             delta = state_delta.encode_delta(st, chain)
             assert delta is not None
             await records.put_state_delta("s", "forward", seq, delta, state_codec.payload_bytes(st))
-            chain = Chain.describe(st, token, seq)
+            chain = Chain.describe(st, chain.token, seq)
             assert _same(await records.state("s", "forward"), st)  # type: ignore[arg-type]
         assert await store.hlen(records.key("s", "state")) == 4  # full, count, 2 deltas
         await records.put_state_data("s", "forward", state_codec.encode(states[0]))
@@ -96,9 +101,7 @@ def test_a_chain_missing_a_delta_or_over_the_limit_is_refused(store: Store, pref
     records = SessionRecords(store, prefix, 60)
 
     async def scenario() -> None:
-        token = state_delta.new_token()
-        await records.put_state_data("s", "forward", state_codec.encode(states[1], chain=token))
-        delta = state_delta.encode_delta(states[2], Chain.describe(states[1], token, 0))
+        delta = state_delta.encode_delta(states[2], await _start_chain(records, states[1]))
         assert delta is not None
         whole = state_codec.payload_bytes(states[2])
         with pytest.raises(TooLarge, match="IMOS_MAX_STATE_BYTES"):
