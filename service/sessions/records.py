@@ -131,7 +131,10 @@ class SessionRecords:
         full, count, *deltas = await self.store.hmget(self.key(sid, "state"), fields)
         if full is None:
             return None
-        n = int(count or b"0")
+        try:
+            n = int(count or b"0")
+        except ValueError:
+            raise StateError(f"the {direction} pass's checkpoint has an unreadable delta count") from None
         if n == 0:
             return state_codec.decode(full)
         chain = deltas[:n]

@@ -111,6 +111,9 @@ def test_a_chain_missing_a_delta_or_over_the_limit_is_refused(store: Store, pref
         await store.hset(records.key("s", "state"), "forward#n", b"2")  # says two deltas, holds none
         with pytest.raises(StateError, match="misses deltas"):
             await records.state("s", "forward")
+        await store.hset(records.key("s", "state"), "forward#n", b"two")
+        with pytest.raises(StateError, match="unreadable delta count"):
+            await records.state("s", "forward")
         await store.close()
 
     asyncio.run(scenario())
