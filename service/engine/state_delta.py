@@ -80,6 +80,13 @@ def encode_delta(state: SessionState, chain: Chain, fp16: bool = False) -> bytes
 
 def decode_chain(full: bytes, deltas: list[bytes], device: torch.device | str = "cpu") -> SessionState:
     """The state a full record and its deltas (in order) describe; StateError if any does not belong."""
+    return restore(full, deltas, device)[0]
+
+
+def restore(full: bytes, deltas: list[bytes],
+            device: torch.device | str = "cpu") -> tuple[SessionState, Chain | None]:
+    """decode_chain, and the chain a next delta may extend (None when the record starts no chain), so a
+    resumed pass goes on writing deltas where the last worker stopped."""
     header, blob = state_codec.unpack(full, state_codec.MAGIC)
     meta = header["meta"]
     tensors = {e["name"]: state_codec.tensor(e, blob, device) for e in header["tensors"]}
@@ -92,7 +99,8 @@ def decode_chain(full: bytes, deltas: list[bytes], device: torch.device | str = 
         for entry in dh["tensors"]:
             tensors[entry["name"]] = _apply(entry, state_codec.tensor(entry, dblob, device), tensors)
         meta = dm
-    return state_codec.build(meta, tensors)
+    state = state_codec.build(meta, tensors)
+    return state, (None if token is None else Chain.describe(state, token, len(deltas)))
 
 
 def _apply(entry: dict[str, object], part: torch.Tensor, tensors: dict[str, torch.Tensor]) -> torch.Tensor:

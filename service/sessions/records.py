@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 
-from service.engine import state_codec, state_delta
+from service.engine import state_delta
 from service.engine.state import SessionState
+from service.engine.state_delta import Chain
 from service.errors import Conflict, NotFound, StateError, TooLarge
 from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
 from service.sessions.model import Event, PassProgress, SessionMeta
@@ -127,6 +128,11 @@ class SessionRecords:
         return len(data)
 
     async def state(self, sid: str, direction: str) -> SessionState | None:
+        got = await self.checkpoint(sid, direction)
+        return None if got is None else got[0]
+
+    async def checkpoint(self, sid: str, direction: str) -> tuple[SessionState, Chain | None] | None:
+        """A pass's stored state and the chain its next delta may extend (None: write the next one full)."""
         fields = [direction, _count_field(direction)] + [_delta_field(direction, i) for i in range(1, MAX_DELTAS + 1)]
         full, count, *deltas = await self.store.hmget(self.key(sid, "state"), fields)
         if full is None:
@@ -135,12 +141,10 @@ class SessionRecords:
             n = int(count or b"0")
         except ValueError:
             raise StateError(f"the {direction} pass's checkpoint has an unreadable delta count") from None
-        if n == 0:
-            return state_codec.decode(full)
         chain = deltas[:n]
         if len(chain) < n or any(d is None for d in chain):
             raise StateError(f"the {direction} pass's checkpoint misses deltas of its chain")
-        return state_delta.decode_chain(full, [d for d in chain if d is not None])
+        return state_delta.restore(full, [d for d in chain if d is not None])
 
     async def put_progress(self, sid: str, direction: str, progress: PassProgress) -> None:
         await self.store.hset(self.key(sid, "progress"), direction, progress.to_json())

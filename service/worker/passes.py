@@ -159,10 +159,11 @@ async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[
     out = []
     for d in run.passes():
         prog = progress.get(d)
-        if prog is not None and prog.run == run.id:
-            out.append(PassCursor(d, await records.state(sid, d), prog.published))
-        else:
+        if prog is None or prog.run != run.id:
             out.append(PassCursor(d, None, 0))
+            continue
+        state, chain = await records.checkpoint(sid, d) or (None, None)
+        out.append(PassCursor(d, state, prog.published, chain=chain))  # a resumed chain goes on with deltas
     return out
 
 

@@ -75,6 +75,7 @@ def test_a_chain_in_the_store_restores_and_a_full_record_drops_its_deltas(store:
                                                                           tiny_propagator: Propagator) -> None:
     states = _states(tiny_propagator, 4)
     records = SessionRecords(store, prefix, 60)
+    assert states[3].core.memory.work.epoch == states[1].core.memory.work.epoch
 
     async def scenario() -> None:
         chain = await _start_chain(records, states[1])
@@ -86,6 +87,9 @@ def test_a_chain_in_the_store_restores_and_a_full_record_drops_its_deltas(store:
             chain = Chain.describe(st, chain.token, seq)
             assert _same(await records.state("s", "forward"), st)  # type: ignore[arg-type]
         assert await store.hlen(records.key("s", "state")) == 4  # full, count, 2 deltas
+        restored = await records.checkpoint("s", "forward")  # a resumed pass goes on with the same chain
+        assert restored is not None and _same(restored[0], states[3])
+        assert restored[1] is not None and (restored[1].token, restored[1].seq) == (chain.token, 2)
         await records.put_state_data("s", "forward", state_codec.encode(states[0]))
         assert await store.hlen(records.key("s", "state")) == 2
         assert _same(await records.state("s", "forward"), states[0])  # type: ignore[arg-type]

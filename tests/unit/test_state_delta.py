@@ -136,3 +136,19 @@ def test_a_delta_of_another_chain_or_out_of_order_is_refused(tiny_propagator: Pr
         state_delta.decode_chain(full, [d1[:-1] + bytes([d1[-1] ^ 1])])
     with pytest.raises(StateError, match="bad magic"):
         state_delta.decode_chain(full, [full])
+
+
+def test_a_restored_chain_takes_the_next_delta(roomy_propagator: Propagator) -> None:
+    """A pass resumed from a chain (another worker, the next job of a live stream) writes deltas onto it."""
+    states = _states(roomy_propagator, frames=8)
+    token = state_delta.new_token()
+    full = state_codec.encode(states[1], chain=token)
+    d1 = state_delta.encode_delta(states[3], Chain.describe(states[1], token, 0))
+    assert d1 is not None
+    resumed, chain = state_delta.restore(full, [d1])
+    assert chain is not None and (chain.token, chain.seq) == (token, 1)
+    _assert_same(resumed, states[3])
+    d2 = state_delta.encode_delta(states[6], chain)
+    assert d2 is not None
+    _assert_same(state_delta.decode_chain(full, [d1, d2]), states[6])
+    assert state_delta.restore(state_codec.encode(states[1]), [])[1] is None  # no chain: the next one full
