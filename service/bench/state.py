@@ -13,7 +13,6 @@ import numpy as np
 from service.bench.synthetic_video import moving_ellipses
 from service.engine import state_codec, state_delta
 from service.engine.loader import load_engine
-from service.engine.state_delta import Chain
 from service.sessions.records import MAX_DELTAS
 
 
@@ -54,15 +53,13 @@ def _chain_costs(states: list[Any], every: int) -> dict[str, Any]:
     for st in states[every - 1::every]:
         full_only += len(state_codec.encode(st))
         started = time.perf_counter()
-        delta = state_delta.encode_delta(st, chain) if chain is not None and chain.seq < MAX_DELTAS else None
-        if delta is not None:
+        record = state_delta.next_record(st, chain, max_deltas=MAX_DELTAS)
+        if record.kind == "delta":
             delta_ms.append(1000 * (time.perf_counter() - started))
-            chained, deltas = chained + len(delta), deltas + 1
-            chain = Chain.describe(st, chain.token, chain.seq + 1)  # type: ignore[union-attr]
-            continue
-        token = state_delta.new_token()
-        chained, fulls = chained + len(state_codec.encode(st, chain=token)), fulls + 1
-        chain = Chain.describe(st, token, 0)
+            deltas += 1
+        else:
+            fulls += 1
+        chained, chain = chained + len(record.data), record.chain
     return {"every": every, "count": fulls + deltas, "full_records": fulls, "deltas": deltas,
             "bytes_full_only": full_only, "bytes_with_deltas": chained,
             "ratio": round(chained / max(full_only, 1), 3),

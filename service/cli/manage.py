@@ -47,16 +47,17 @@ def run_export(args: argparse.Namespace) -> int:
     from service.engine.loader import ensure_onnx
     from service.engine.precision import resolve
 
-    if args.precision == "auto":
-        args.precision = "int8" if resolve(args.backend, "cpu", "auto").precision == "int8" else "fp32"
-    if args.precision == "int8" and args.backend != "onnx":
+    precision = args.precision
+    if precision == "auto":
+        precision = "int8" if resolve(args.backend, "cpu", "auto").precision == "int8" else "fp32"
+    if precision == "int8" and args.backend != "onnx":
         raise BackendUnavailable(f"int8 graphs are for the onnx backend, not {args.backend}")
     repo = ModelRepo(repo_root(args))
     entry = repo.entry(args.name)
     net = repo.load_network(entry)
     onnx_dir = ensure_onnx(entry, net)
     print(f"ONNX graphs in {onnx_dir}")
-    if args.precision == "int8":
+    if precision == "int8":
         from service.engine.backends.onnx_quantize import ensure_int8
 
         print(f"int8 ONNX graphs in {ensure_int8(net, entry.memory, onnx_dir, entry.build_dir / 'onnx-int8')}")

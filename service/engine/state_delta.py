@@ -45,8 +45,28 @@ class Chain:
         return Chain(token, seq, shapes, (mem.work.epoch, mem.long.epoch))
 
 
+@dataclass(frozen=True)
+class Record:
+    """A checkpoint ready to store: kind "full" or "delta", its bytes, and the chain it leaves."""
+
+    kind: str
+    data: bytes
+    chain: Chain
+
+
 def new_token() -> str:
     return secrets.token_hex(8)
+
+
+def next_record(state: SessionState, chain: Chain | None, fp16: bool = False, max_deltas: int = 16) -> Record:
+    """The next checkpoint of a pass: a delta of ``chain`` while it has fewer than ``max_deltas`` and the
+    state continues it, else a full record that starts a new chain."""
+    if chain is not None and chain.seq < max_deltas:
+        delta = encode_delta(state, chain, fp16)
+        if delta is not None:
+            return Record("delta", delta, Chain.describe(state, chain.token, chain.seq + 1))
+    token = new_token()
+    return Record("full", state_codec.encode(state, fp16, chain=token), Chain.describe(state, token, 0))
 
 
 def _growing(name: str) -> bool:

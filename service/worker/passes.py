@@ -137,20 +137,16 @@ async def _write_state(records: SessionRecords, ctx: RunContext, cur: PassCursor
     """Store the pass's state as a delta of its chain when the memory only grew since, else in full:
     (kind, bytes written, bytes of the whole state). Encoded on the engine thread: copying the memory's
     tensors runs torch kernels, which must not start an OpenMP team on the event loop's thread."""
-    chain = cur.chain
-    if chain is not None and chain.seq < MAX_DELTAS:
-        delta = await _in_thread(ctx, functools.partial(state_delta.encode_delta, fp16=ctx.state_fp16), state, chain)
-        if delta is not None:
-            whole = state_codec.payload_bytes(state, ctx.state_fp16)
-            await records.put_state_delta(ctx.sid, cur.direction, chain.seq + 1, delta, whole,
-                                          limit=ctx.max_state_bytes)
-            cur.chain = Chain.describe(state, chain.token, chain.seq + 1)
-            return "delta", len(delta), whole
-    token = state_delta.new_token()
-    data = await _in_thread(ctx, functools.partial(state_codec.encode, fp16=ctx.state_fp16, chain=token), state)
-    size = await records.put_state_data(ctx.sid, cur.direction, data, limit=ctx.max_state_bytes)
-    cur.chain = Chain.describe(state, token, 0)
-    return "full", size, size
+    record = await _in_thread(ctx, functools.partial(state_delta.next_record, fp16=ctx.state_fp16,
+                                                     max_deltas=MAX_DELTAS), state, cur.chain)
+    if record.kind == "delta":
+        whole = state_codec.payload_bytes(state, ctx.state_fp16)
+        await records.put_state_delta(ctx.sid, cur.direction, record.chain.seq, record.data, whole,
+                                      limit=ctx.max_state_bytes)
+    else:
+        whole = await records.put_state_data(ctx.sid, cur.direction, record.data, limit=ctx.max_state_bytes)
+    cur.chain = record.chain
+    return record.kind, len(record.data), whole
 
 
 async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[PassCursor]:
