@@ -14,12 +14,16 @@ from service.engine.validate import check_frame, check_frames, check_mask
 from service.errors import Conflict, InvalidInput, NotFound, TooLarge
 from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
-from service.sessions.model import BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
+from service.sessions.model import BACKWARD, BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
 from service.sessions.source import unpack_source
 from service.settings import Settings
 from service.tracing import Tracing
 from service.worker.runner import enqueue
+
+# Frames appended per step while a one-shot run already computes: each append is a few store round
+# trips plus a job for the worker, so single frames would cost more than they overlap.
+ONE_SHOT_CHUNK = 8
 
 
 class SessionService:
@@ -50,6 +54,44 @@ class SessionService:
         for f in checked:
             await self.records.append_frame(meta.id, f)
         return meta
+
+    async def one_shot(self, tenant: str, frames: Sequence[np.ndarray], frame: int, mask: np.ndarray,
+                       direction: str = BOTH, settings: dict[str, str] | None = None) -> SessionMeta:
+        """A session that is annotated and propagated in one call. Every input is checked before
+        anything is stored; then the frames up to the annotated one go in, the run starts, and the
+        rest follow in chunks while the worker computes (it takes them as they land), so storing a
+        long sequence overlaps with propagating it. Wait for the run's ``done`` event; the caller
+        deletes the session."""
+        if direction not in DIRECTIONS:
+            raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        checked = check_frames(frames)
+        self._check_limits(len(checked), checked[0])
+        if not 0 <= frame < len(checked):
+            raise InvalidInput(f"frame {frame} is outside the sequence's frames 0..{len(checked) - 1}")
+        labels, _ = check_mask(mask, checked[0].shape[:2], self.max_objects)
+        whole = direction == BACKWARD or frame == len(checked) - 1  # no frame after the anchor to wait for
+        meta = await self.create(tenant, checked if whole else checked[: frame + 1], stream=not whole,
+                                 settings=settings)
+        try:
+            if whole:
+                await self.annotate(meta.id, tenant, frame, labels)
+                await self.propagate(meta.id, tenant, direction)
+            else:
+                await self._fill_while_running(meta, tenant, checked, frame, labels, direction)
+        except BaseException:
+            await self.records.delete(meta.id)
+            raise
+        return meta
+
+    async def _fill_while_running(self, meta: SessionMeta, tenant: str, frames: Sequence[np.ndarray], frame: int,
+                                  labels: np.ndarray, direction: str) -> None:
+        """Start the run on a stream holding frames 0..frame, append the rest, close the stream."""
+        async with self.records.meta_lock(meta.id):
+            await self.records.put_annotation(meta.id, frame, encode_labels(labels))
+            await self._new_run(meta, RunSpec(self._next_run(meta), direction, (frame,), stream=True))
+        for start in range(frame + 1, len(frames), ONE_SHOT_CHUNK):
+            await self.append(meta.id, tenant, frames[start:start + ONE_SHOT_CHUNK])
+        await self.close_stream(meta.id, tenant)
 
     def _check_limits(self, count: int, frame: np.ndarray | None) -> None:
         if count > self.settings.max_frames:

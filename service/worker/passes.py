@@ -182,6 +182,7 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
     leases: dict[str, ClientLease] = {}
     try:
         while True:
+            await _recount_if_waiting(records, ctx, cursors)
             ready = [c for c in cursors if not pass_finished(ctx, c) and next_index(ctx, c) is not None]
             _lease_ready(ctx, cursors, ready, leases)
             if not ready:
@@ -202,6 +203,15 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
     for cur in cursors:
         await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
     return all(pass_finished(ctx, c) for c in cursors)
+
+
+async def _recount_if_waiting(records: SessionRecords, ctx: RunContext, cursors: list[PassCursor]) -> None:
+    """Frames appended since the job began (a live stream, a one-shot still storing its frames) are
+    taken within this job: ending it only to be queued again would checkpoint and reload every pass."""
+    if ctx.run.num_frames is not None and ctx.available >= ctx.run.num_frames:
+        return
+    if any(not pass_finished(ctx, c) and next_index(ctx, c) is None for c in cursors):
+        ctx.available = await records.num_frames(ctx.sid)
 
 
 def shares_anchor(ctx: RunContext, ready: list[PassCursor]) -> bool:

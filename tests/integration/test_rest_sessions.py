@@ -87,7 +87,7 @@ def test_one_shot_segment_png_zip_and_npy(embedded_settings: Settings) -> None:
                                   data={"frame": "0", "direction": "forward", "output": "npy"})
             out = np.load(io.BytesIO(r.content))
             assert out.shape == (10, 48, 48) and np.array_equal(out[0], masks[0])
-            assert await rt.store.hlen(f"{rt.settings.key_prefix}:s:x:frames") == 0  # nothing left behind
+            assert await rt.store.smembers(rt.sessions.records.active) == set()  # both sessions deleted
 
     asyncio.run(scenario())
 

@@ -41,15 +41,14 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
     source = parts[0] if len(parts) == 1 else parts
     volume = load_volume(source, sequence[0].filename if len(parts) == 1 else None, options=options)
     ann = load_annotation(await read_limited(mask, s.max_request_bytes, "mask"), volume, mask.filename)
-    if frame is None and ann.frame is None:
-        raise InvalidMask("say which frame the mask annotates (form field 'frame'); an index PNG does not say")
     if frame is not None and ann.frame is not None and frame != ann.frame:
         raise InvalidInput(f"frame {frame} disagrees with the mask, which annotates frame {ann.frame}")
+    anchor = frame if frame is not None else ann.frame
+    if anchor is None:
+        raise InvalidMask("say which frame the mask annotates (form field 'frame'); an index PNG does not say")
     names = {int(k): v for k, v in json_map(labels, "labels").items() if k.isdigit()}
-    meta = await rt.sessions.create(who, volume.frames, settings=json_map(settings, "settings"))
+    meta = await rt.sessions.one_shot(who, volume.frames, anchor, ann.mask, direction, json_map(settings, "settings"))
     try:
-        await rt.sessions.annotate(meta.id, who, frame if frame is not None else ann.frame, ann.mask)
-        await rt.sessions.propagate(meta.id, who, direction)
         async for ev in rt.sessions.events(meta.id, who):
             if ev.kind == "error":
                 raise InvalidInput(ev.message or "propagation failed")
