@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,40 @@ def test_the_worker_writes_deltas_and_its_masks_do_not_change(embedded_settings:
     assert 'imos_state_written_bytes_total{kind="delta"}' in metrics
     assert 'imos_state_written_bytes_total{kind="full"}' in metrics
     assert all(np.array_equal(got[t], expected[t]) for t in expected)
+
+
+def test_each_job_of_a_live_stream_extends_the_chain_with_a_delta(store: Store, prefix: str,
+                                                                   tiny_repo: Path) -> None:
+    """A stream whose frames arrive between jobs: the first job's checkpoint is a full record, each later
+    job resumes the chain and ends with a delta (memory only grew), and the masks equal one run's."""
+    from service.engine.loader import load_engine
+    from service.sessions.codec import decode_labels, encode_labels
+    from service.sessions.model import RunSpec, SessionMeta
+    from service.worker.passes import CONTINUE, RunContext, advance_run
+
+    frames, mask = moving_sequence(12, 48, 2)
+    prop = load_engine(tiny_repo, "tiny").propagator()
+    expected = {r.index: r.labels() for r in prop.run(frames, mask, 0)}
+
+    async def keep_going() -> str:
+        return CONTINUE
+
+    async def scenario() -> list[bytes | None]:
+        records = SessionRecords(store, prefix, 3600)
+        meta = SessionMeta("s", "t", 0.0, 48, 48, "tiny", open=True)
+        await records.put_meta(meta)
+        run, counts = RunSpec(1, "forward", (0,), stream=True), []
+        for part in (frames[:4], frames[4:8], frames[8:]):
+            for f in part:
+                await records.append_frame("s", f)
+            ctx = RunContext("s", meta, run, prop, await records.num_frames("s"),
+                             {0: encode_labels(mask.astype(np.int64))})
+            assert not await advance_run(records, ctx, 1000, keep_going)  # the stream stays open
+            counts.append(await store.hget(records.key("s", "state"), "forward#n"))
+        for t, labels in expected.items():
+            got = await records.result("s", t)
+            assert got is not None and np.array_equal(decode_labels(got[1]), labels), t
+        await store.close()
+        return counts
+
+    assert asyncio.run(scenario()) == [b"0", b"1", b"2"]
