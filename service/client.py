@@ -60,6 +60,7 @@ class GrpcClient:
         self.channel = (grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options) if tls
                         else grpc.aio.insecure_channel(target, options))
         self.stub = pb2_grpc.PropagationStub(self.channel)
+        self.model: str | None = None  # "name:version" that computed the last segment() (the server says)
 
     async def __aenter__(self) -> GrpcClient:
         return self
@@ -130,6 +131,8 @@ class GrpcClient:
                     sid = resp.opened.session_id
                 elif kind == "frame":
                     results.add(resp.frame)
+            if sid is not None:
+                self.model = (await self.get_session(sid)).model
         finally:
             if sid is not None:
                 await self.delete_session(sid)
@@ -141,6 +144,7 @@ class GrpcClient:
             async for resp in self.propagate(sid, direction, {frame_index: mask}):
                 if resp.WhichOneof("kind") == "frame":
                     results.add(resp.frame)
+            self.model = (await self.get_session(sid)).model
         finally:
             await self.delete_session(sid)
 
@@ -197,10 +201,18 @@ def segment_remote(url: str, frames: Sequence[np.ndarray], mask: np.ndarray, fra
                    settings: dict[str, str] | None = None,
                    progress_cb: ProgressCallback | None = None) -> list[np.ndarray]:
     """Blocking: index masks for every frame, computed by the service at url."""
+    return segment_remote_with_model(url, frames, mask, frame, direction, settings, progress_cb)[0]
+
+
+def segment_remote_with_model(url: str, frames: Sequence[np.ndarray], mask: np.ndarray, frame: int,
+                              direction: str = "both", settings: dict[str, str] | None = None,
+                              progress_cb: ProgressCallback | None = None) -> tuple[list[np.ndarray], str | None]:
+    """segment_remote, and the "name:version" of the model that computed the masks."""
     target, tls = grpc_target(url)
 
-    async def run() -> list[np.ndarray]:
+    async def run() -> tuple[list[np.ndarray], str | None]:
         async with GrpcClient(target, tls=tls) as client:
-            return await client.segment(frames, mask, frame, direction, settings, progress_cb)
+            labels = await client.segment(frames, mask, frame, direction, settings, progress_cb)
+            return labels, client.model
 
     return asyncio.run(run())

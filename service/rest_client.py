@@ -41,6 +41,7 @@ class RestClient:
     def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 600.0) -> None:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.model: str | None = None  # "name:version" that computed the last segment() (the server says)
 
     def close(self) -> None:
         self.http.close()
@@ -74,6 +75,9 @@ class RestClient:
             self._follow(sid, len(frames), progress)
             r = self.http.get(f"/v1/sessions/{sid}/masks", params={"format": "npy"})
             _raise_for(r)
+            status = self.http.get(f"/v1/sessions/{sid}")
+            _raise_for(status)
+            self.model = status.json().get("model")
             return list(np.load(io.BytesIO(r.content)))
         finally:
             self.http.delete(f"/v1/sessions/{sid}")

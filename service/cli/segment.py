@@ -59,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     mask, frame = read_annotation(args.mask, volume, args.frame)
     args.frame = frame
     if args.server:
-        labels = run_remote(args, volume.frames, mask)
-        model = "remote:1"
+        labels, served = run_remote(args, volume.frames, mask)
+        model = served or "unknown:0"  # outputs (a SEG's algorithm) name the server's model
     else:
         engine = load_engine(repo_root(args), args.model or default_model(), args.backend, args.device,
                              args.precision)
@@ -125,8 +125,10 @@ def write_outputs(args: argparse.Namespace, volume: Volume, labels: list[np.ndar
     return what
 
 
-def run_remote(args: argparse.Namespace, frames: list[np.ndarray], mask: np.ndarray) -> list[np.ndarray]:
-    """Client mode: the same inputs and outputs, computed by a running service."""
+def run_remote(args: argparse.Namespace, frames: list[np.ndarray],
+               mask: np.ndarray) -> tuple[list[np.ndarray], str | None]:
+    """Client mode: the same inputs and outputs, computed by a running service; (masks, the server's
+    "name:version" of the model)."""
     if args.save_probs is not None:
         raise InvalidInput("--save-probs is only available locally: the service returns masks, not probabilities")
     progress = Progress(len(frames), "segment", args.quiet)
@@ -144,14 +146,12 @@ def run_remote(args: argparse.Namespace, frames: list[np.ndarray], mask: np.ndar
 
         client = RestClient(args.server, os.environ.get("IMOS_API_KEY"))
         try:
-            labels = client.segment(frames, mask, args.frame, args.direction, settings, on_progress)
+            return client.segment(frames, mask, args.frame, args.direction, settings, on_progress), client.model
         finally:
             client.close()
-    else:
-        from service.client import segment_remote
+    from service.client import segment_remote_with_model
 
-        labels = segment_remote(args.server, frames, mask, args.frame, args.direction, settings, on_progress)
-    return labels
+    return segment_remote_with_model(args.server, frames, mask, args.frame, args.direction, settings, on_progress)
 
 
 def _count(n: int, args: argparse.Namespace) -> int:

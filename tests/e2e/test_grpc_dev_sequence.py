@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.client import segment_remote
+from service.client import segment_remote_with_model
 from service.io.images import read_frames, read_mask
 from service.settings import Settings
 from tests.conftest import DATA_DEV
@@ -38,13 +38,15 @@ def test_track_dev_sequence_from_a_middle_frame(dev_seq: tuple[Path, Path], embe
     mask = read_mask(masks_dir / f"{k:05d}.png")
     progress: list[tuple[int, int]] = []
 
-    async def scenario() -> list[np.ndarray]:
+    async def scenario() -> tuple[list[np.ndarray], str | None]:
         async with grpc_served(embedded_settings) as s:
             # the client is blocking (asyncio.run inside): run it in a thread, the server stays on this loop
-            return await asyncio.to_thread(segment_remote, f"grpc://127.0.0.1:{s.port}", frames, mask, k, "both",
-                                           {"top_k": "10"}, lambda done, total: progress.append((done, total)))
+            return await asyncio.to_thread(segment_remote_with_model, f"grpc://127.0.0.1:{s.port}", frames, mask,
+                                           k, "both", {"top_k": "10"},
+                                           lambda done, total: progress.append((done, total)))
 
-    labels = asyncio.run(asyncio.wait_for(scenario(), 60))
+    labels, model = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert model == "tiny:1"  # the server names the model that computed the masks
     assert 0 < k < len(frames) - 1
     assert len(labels) == len(frames)
     assert all(m.shape == f.shape[:2] for m, f in zip(labels, frames))

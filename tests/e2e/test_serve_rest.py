@@ -28,7 +28,8 @@ def dev_paths() -> tuple[Path, Path]:
     return frames, masks
 
 
-def test_serve_one_shot_and_cli_client(dev_paths: tuple[Path, Path], tiny_repo: Path, tmp_path: Path) -> None:
+def test_serve_one_shot_and_cli_client(dev_paths: tuple[Path, Path], tiny_repo: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     frames_dir, masks_dir = dev_paths
     n = len(list(frames_dir.iterdir()))
     mid = n // 2
@@ -55,11 +56,13 @@ def test_serve_one_shot_and_cli_client(dev_paths: tuple[Path, Path], tiny_repo: 
         code = main(["segment", str(frames_dir), "--mask", str(masks_dir / f"{mid:05d}.png"), "--frame", str(mid),
                      "--server", url, "--quiet", "-o", str(tmp_path / "cli")])
         assert code == 0 and len(list((tmp_path / "cli").iterdir())) == n
+        assert "(model tiny:1)" in capsys.readouterr().out  # the server's model, not a placeholder
         # the CLI client sends both directions as a live stream; a batch session gives the same masks
         frames, mask = read_frames(frames_dir), np.asarray(Image.open(masks_dir / f"{mid:05d}.png"))
         client = RestClient(url)
         try:
             live = client.segment(frames, mask, mid, chunk=3)
+            assert client.model == "tiny:1"
             batch = client.segment(frames, mask, mid, live=False)
         finally:
             client.close()
