@@ -58,7 +58,7 @@ def state_tensors(state: SessionState) -> dict[str, torch.Tensor]:
 
 
 def pack(magic: bytes, meta: dict[str, Any], tensors: dict[str, torch.Tensor], fp16: bool,
-         extra: dict[str, dict[str, Any]] | None = None) -> bytes:
+         extra: dict[str, dict[str, Any]] | None = None, version: int = VERSION) -> bytes:
     """magic | version | header (meta, tensor table with ``extra`` fields per name, CRC) | blob."""
     table, chunks, offset = [], [], 0
     for name, t in tensors.items():
@@ -72,7 +72,7 @@ def pack(magic: bytes, meta: dict[str, Any], tensors: dict[str, torch.Tensor], f
     blob = b"".join(chunks)
     header = json.dumps({"meta": meta, "tensors": table, "crc32": zlib.crc32(blob),
                          "blob_bytes": len(blob)}).encode()
-    return magic + struct.pack("<HI", VERSION, len(header)) + header + blob
+    return magic + struct.pack("<HI", version, len(header)) + header + blob
 
 
 def payload_bytes(state: SessionState, fp16: bool = False) -> int:
@@ -120,13 +120,14 @@ def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SessionState:
         raise StateError(f"session state header is incomplete: {exc}") from None
 
 
-def unpack(data: bytes, magic: bytes) -> tuple[dict[str, Any], bytes]:
-    """(header, blob) of a record, its magic, version, length and CRC checked."""
+def unpack(data: bytes, magic: bytes, versions: tuple[int, ...] = (VERSION,)) -> tuple[dict[str, Any], bytes]:
+    """(header, blob) of a record, its magic, version (one of ``versions``), length and CRC checked."""
     if len(data) < len(magic) + 6 or not data.startswith(magic):
         raise StateError("not a serialised session state (bad magic)")
     version, hlen = struct.unpack_from("<HI", data, len(magic))
-    if version != VERSION:
-        raise StateError(f"session state version {version} is not supported (this build reads {VERSION})")
+    if version not in versions:
+        raise StateError(f"session state version {version} is not supported "
+                         f"(this build reads {', '.join(map(str, versions))})")
     start = len(magic) + 6
     try:
         header = json.loads(data[start:start + hlen])

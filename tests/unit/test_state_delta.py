@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import struct
+
 import numpy as np
 import pytest
 import torch
@@ -103,18 +106,61 @@ def test_the_chain_length_is_capped(tiny_propagator: Propagator) -> None:
     assert _checkpoint_all(_states(tiny_propagator, frames=8), 1, max_deltas=2) == (3, 5)
 
 
-def test_a_consolidated_store_travels_whole_the_other_by_its_new_columns(roomy_propagator: Propagator) -> None:
+def test_a_consolidated_store_sends_only_what_is_new(roomy_propagator: Propagator) -> None:
+    """The store that consolidated names the base columns it kept ("take") and carries only its new ones;
+    without its lineage (a chain from an older build) it travels whole, as version 1 deltas did."""
     states = _states(roomy_propagator, frames=26)
     before, after = states[20], states[25]
     assert (before.core.memory.work.epoch, after.core.memory.work.epoch) == (1, 2)
     assert after.core.memory.long.epoch == 0 and after.core.memory.long.size > before.core.memory.long.size > 0
     token = state_delta.new_token()
-    delta = state_delta.encode_delta(after, Chain.describe(before, token, 0))
+    chain = Chain.describe(before, token, 0)
+    delta = state_delta.encode_delta(after, chain)
+    whole = state_delta.encode_delta(after, dataclasses.replace(chain, lineage=None))
+    assert delta is not None and whole is not None
+    header, _ = state_codec.unpack(delta, state_delta.DELTA_MAGIC, state_delta.DELTA_VERSIONS)
+    ops = {e["name"]: e for e in header["tensors"]}
+    assert ops["work.key"]["op"] == "take" and ops["work.values.0"]["op"] == "take"
+    assert ops["long.key"]["op"] == "append" and ops["work.use_count"]["op"] == "set"
+    kept = ops["work.key"]["ranges"]
+    hw = after.core.memory.hw
+    assert kept[0] == [0, hw]  # the first memory frame stays; the base's other frames were consolidated
+    carried = ops["work.key"]["shape"][-1]
+    assert carried == after.core.memory.work.size - hw and len(delta) < len(whole)  # only the new columns
+    assert struct.unpack_from("<H", delta, 8)[0] == 2 and struct.unpack_from("<H", whole, 8)[0] == 1
+    full = state_codec.encode(before, chain=token)
+    _assert_same(state_delta.decode_chain(full, [delta]), after)
+    _assert_same(state_delta.decode_chain(full, [whole]), after)
+
+
+@pytest.mark.parametrize(("base", "now", "expected"), [
+    ([0, 1, 2, 3], [0, 1, 2, 3, 4, 5], (4, [[0, 4]])),
+    ([0, 1, 2, 3, 4, 5], [0, 4, 5, 6], (3, [[0, 1], [4, 6]])),
+    ([2, 5, 9], [5, 10, 11], (1, [[1, 2]])),
+    ([], [0, 1], (0, [])),
+    ([0, 1, 2], [7], (0, [])),
+    ([0, 2, 4], [0, 1, 2], None),  # 1 is older than the base's newest but not in it
+])
+def test_kept_ranges(base: list[int], now: list[int], expected: object) -> None:
+    got = state_delta.kept_ranges(torch.tensor(base, dtype=torch.int64), torch.tensor(now, dtype=torch.int64))
+    assert got == expected
+
+
+def test_a_take_outside_its_base_is_refused(roomy_propagator: Propagator) -> None:
+    states = _states(roomy_propagator, frames=26)
+    token = state_delta.new_token()
+    delta = state_delta.encode_delta(states[25], Chain.describe(states[20], token, 0))
     assert delta is not None
-    header, _ = state_codec.unpack(delta, state_delta.DELTA_MAGIC)
-    ops = {e["name"]: e["op"] for e in header["tensors"]}
-    assert ops["work.key"] == "set" and ops["long.key"] == "append" and ops["long.values.0"] == "append"
-    _assert_same(state_delta.decode_chain(state_codec.encode(before, chain=token), [delta]), after)
+    header, blob = state_codec.unpack(delta, state_delta.DELTA_MAGIC, state_delta.DELTA_VERSIONS)
+    for entry in header["tensors"]:
+        if entry["op"] == "take":
+            entry["ranges"] = [[0, entry["from"] + 5]]
+    bad = state_codec.pack(state_delta.DELTA_MAGIC, header["meta"],
+                           {e["name"]: state_codec.tensor(e, blob, "cpu") for e in header["tensors"]}, False,
+                           {e["name"]: {k: e[k] for k in ("op", "from", "ranges") if k in e} for e in header["tensors"]},
+                           version=2)
+    with pytest.raises(StateError, match="keeps columns its checkpoint lacks"):
+        state_delta.decode_chain(state_codec.encode(states[20], chain=token), [bad])
 
 
 def test_a_delta_of_another_chain_or_out_of_order_is_refused(tiny_propagator: Propagator) -> None:

@@ -34,6 +34,11 @@ class KVStore:
     # Counts the operations that drop elements (keep): while it stands still every tensor only grew at
     # its end, so a checkpoint can carry just the new columns (state_delta).
     epoch: int = 0
+    # Lineage of the key elements, ids [N] int64 on CPU numbered as they are added (next_id is the next
+    # one): after a drop a checkpoint delta names which of its base's elements were kept instead of
+    # resending the store. Not part of the arithmetic; None (a restored store) numbers them 0..N-1.
+    ids: torch.Tensor | None = None
+    next_id: int = 0
 
     @property
     def size(self) -> int:
@@ -52,20 +57,28 @@ class KVStore:
             raise RuntimeError("this store does not count usage")
         return self.use_count / self.life_count
 
+    def lineage(self) -> tuple[torch.Tensor, int]:
+        """(ids [N] int64 of the key elements, increasing along the key axis; the next id to give)."""
+        if self.ids is None:
+            return torch.arange(self.size, dtype=torch.int64), self.size
+        return self.ids, self.next_id
+
     def add_keys(self, key: torch.Tensor, shrinkage: torch.Tensor | None,
                  selection: torch.Tensor | None) -> KVStore:
         """Append n key elements (values are appended separately)."""
         n = key.shape[-1]
+        ids, next_id = self.lineage()
         changes: dict[str, torch.Tensor | None] = {
             "key": _cat(self.key, key),
             "shrinkage": _cat(self.shrinkage, shrinkage),
             "selection": _cat(self.selection, selection),
+            "ids": torch.cat([ids, torch.arange(next_id, next_id + n, dtype=torch.int64)]),
         }
         if self.count_usage:
             zeros = torch.zeros((1, 1, n), dtype=torch.float32, device=key.device)
             changes["use_count"] = _cat(self.use_count, zeros)
             changes["life_count"] = _cat(self.life_count, zeros + _LIFE_START)
-        return dataclasses.replace(self, **changes)
+        return dataclasses.replace(self, next_id=next_id + n, **changes)  # type: ignore[arg-type]
 
     def add_object_values(self, value: torch.Tensor, objects: list[int]) -> KVStore:
         """Append one memory frame's values [K, Cv, n]; objects not yet in a group form a new one."""
@@ -103,10 +116,12 @@ class KVStore:
     def keep(self, mask: torch.Tensor) -> KVStore:
         """Keep the key elements where mask [N] (bool) is true; values follow their keys."""
         values = tuple(gv[:, :, mask[-gv.shape[-1]:]] for gv in self.values)
+        ids, next_id = self.lineage()
         return dataclasses.replace(
             self, key=_sel(self.key, mask), shrinkage=_sel(self.shrinkage, mask),
             selection=_sel(self.selection, mask), values=values,
-            use_count=_sel(self.use_count, mask), life_count=_sel(self.life_count, mask), epoch=self.epoch + 1)
+            use_count=_sel(self.use_count, mask), life_count=_sel(self.life_count, mask), epoch=self.epoch + 1,
+            ids=ids[mask.cpu()], next_id=next_id)
 
     def remove_least_used(self, max_size: int) -> KVStore:
         """Drop the least-used elements down to at most max_size (ties at the cut drop too)."""
