@@ -19,6 +19,7 @@ from service.engine.batching import ClientLease, DynamicBatcher, client_lease
 from service.engine.propagate import FrameResult, Propagator
 from service.engine.state import SessionState
 from service.engine.state_delta import Chain
+from service.errors import StateError
 from service.metrics import Metrics
 from service.sessions.codec import decode_labels, encode_labels
 from service.sessions.model import BACKWARD, FORWARD, Event, PassProgress, RunSpec, SessionMeta
@@ -158,7 +159,16 @@ async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[
         if prog is None or prog.run != run.id:
             out.append(PassCursor(d, None, 0))
             continue
-        state, chain = await records.checkpoint(sid, d) or (None, None)
+        try:
+            state, chain = await records.checkpoint(sid, d) or (None, None)
+        except StateError as exc:
+            # Written by a newer build (a rolling upgrade moved the session here) or damaged: the pass
+            # starts again from its anchor. The frames come out the same; those already published are
+            # not announced again (commit_pass), so the client sees no difference but the time.
+            log.warning("checkpoint unreadable; recomputing the pass from its anchor",
+                        extra={"session": sid, "direction": d, "error": str(exc)})
+            out.append(PassCursor(d, None, 0))
+            continue
         out.append(PassCursor(d, state, prog.published, chain=chain))  # a resumed chain goes on with deltas
     return out
 
