@@ -48,7 +48,7 @@ def measure_state(repo: Path, model: str, size: int, frames: int, objects: int,
 
 def _chain_costs(states: list[Any], every: int) -> dict[str, Any]:
     """Bytes a worker checkpointing every ``every`` frames writes as full records only, and as chains of
-    deltas (state_delta: full again after a consolidation or MAX_DELTAS deltas)."""
+    deltas (state_delta: a full record, then up to MAX_DELTAS deltas)."""
     full_only, chained, fulls, deltas, delta_ms, chain = 0, 0, 0, 0, [], None
     for st in states[every - 1::every]:
         full_only += len(state_codec.encode(st))
