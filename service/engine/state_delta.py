@@ -19,7 +19,7 @@ by its version, and a delta with no "take" is still written as version 1.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -44,7 +44,8 @@ class Chain:
     seq: int
     shapes: tuple[tuple[str, tuple[int, ...]], ...]
     epochs: tuple[int, int]
-    lineage: tuple[torch.Tensor, torch.Tensor] | None = None  # each store's element ids [N] (KVStore.lineage)
+    # each store's element ids [N] (KVStore.lineage); tensors, so left out of == and hash
+    lineage: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, compare=False)
 
     @staticmethod
     def describe(state: SessionState, token: str, seq: int) -> Chain:
