@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -22,12 +23,13 @@ from service.engine.loader import load_engine
 
 def measure(repo: Path, model: str, backend: str, size: int, frames: int, objects: int,
             device: str = "cpu", precision: str = "fp32", threads: int | None = None,
-            compile: bool = False) -> dict[str, Any]:
+            compile: bool = False, settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Propagate a synthetic size x size sequence forward; time everything after frame 2.
 
     threads: CPU threads for torch and for onnxruntime's intra-op pool (default: all cores).
     On a machine where another job holds a core, equal thread counts keep the comparison fair.
     compile: torch.compile the torch stages (compiling happens on the untimed first frames).
+    settings: memory settings over the model's own (``--set``), e.g. flow_weight=0 to price a lever.
     stage_ms_per_frame splits the same frames' time by stage; on CUDA, where calls return before the
     GPU finishes, time moves to whichever later call waits for it.
     """
@@ -38,7 +40,7 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
     load_s = time.perf_counter() - t_load
     video, mask = moving_ellipse(frames, size, size, objects)
     timer = _StageTimer(engine.stages)
-    prop = engine.propagator({"size": -1})
+    prop = engine.propagator({**(settings or {}), "size": -1, "size_rule": ""})  # frames stay size x size
     stamps = []
     for _ in prop.run(video, mask, 0, "forward"):
         stamps.append(time.perf_counter())
@@ -52,6 +54,7 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
         "ms_per_frame": round(1000 / fps, 1) if fps == fps else None, "load_s": round(load_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(), "threads": threads, "compile": compile,
+        "settings": {k: v for k, v in dataclasses.asdict(prop.config).items() if k in _LEVERS},
         "stage_ms_per_frame": timer.split(steady),
     }
 
@@ -83,10 +86,16 @@ class _StageTimer:
         return {name: round(ms, 1) for name, ms in per.items()}
 
 
+# The settings that change the engine's cost per frame, reported with every run.
+_LEVERS = ("flow_weight", "end_fraction", "mem_every", "top_k")
+
+
 def run_isolated(repo: Path, model: str, backend: str, size: int, frames: int, objects: int,
-                 device: str, precision: str, threads: int | None = None, compile: bool = False) -> dict[str, Any]:
+                 device: str, precision: str, threads: int | None = None, compile: bool = False,
+                 settings: dict[str, str] | None = None) -> dict[str, Any]:
     """measure() in a fresh interpreter so peak memory belongs to this configuration alone."""
-    args = json.dumps([str(repo), model, backend, size, frames, objects, device, precision, threads, compile])
+    args = json.dumps([str(repo), model, backend, size, frames, objects, device, precision, threads, compile,
+                       settings or {}])
     proc = subprocess.run([sys.executable, "-m", "service.bench.engine", args], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     if proc.returncode != 0:
@@ -110,5 +119,5 @@ _SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "am
 
 
 if __name__ == "__main__":
-    r, m, b, s, f, o, d, p, t, c = json.loads(sys.argv[1])
-    print(json.dumps(measure(Path(r), m, b, s, f, o, d, p, t, c)))
+    r, m, b, s, f, o, d, p, t, c, sets = json.loads(sys.argv[1])
+    print(json.dumps(measure(Path(r), m, b, s, f, o, d, p, t, c, sets)))

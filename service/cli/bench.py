@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="CPU threads for torch and onnxruntime (default: all cores)")
     e.add_argument("--compile", action="store_true", help="torch backend: torch.compile the stages")
     e.add_argument("--json", type=Path, default=None, help="also write the report here")
+    e.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="memory settings over the model's own (e.g. flow_weight=0 to price flow fusion)")
     add_repo_arg(e)
     e.set_defaults(func=run_engine)
 
@@ -90,10 +92,12 @@ def _has_precision(backend: str, precision: str) -> bool:
 
 def run_engine(args: argparse.Namespace) -> int:
     from service.bench.engine import machine, run_isolated
+    from service.cli.common import parse_sets
 
+    settings = parse_sets(args.set)
     precisions = [p.strip() for p in args.precision.split(",")]
     runs = [run_isolated(repo_root(args), args.model or default_model(), b.strip(), args.size, args.frames,
-                         args.objects, args.device, p, args.threads, args.compile)
+                         args.objects, args.device, p, args.threads, args.compile, settings)
             for b in args.backend.split(",") for p in precisions
             if _has_precision(b.strip(), p)]
     ok = [r for r in runs if "frames_per_s" in r]

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 
 import torch
 
+from service.engine import flow_fusion
 from service.engine.backends.base import Stages
 from service.engine.memory import manager
 from service.engine.memory.manager import Memory
+from service.engine.presence import Presence, decide
 from service.engine.spec import MemoryConfig
 
 
@@ -24,7 +26,9 @@ class DirectionState:
 
     steps: frames processed so far; last_mem / last_deep: step index of the
     last memory frame / deep update; num_objects: K; hidden [1, K, Ch, h, w]
-    (the sensory memory) or None before the first annotation.
+    (the sensory memory) or None before the first annotation. With flow fusion on
+    (MemoryConfig.flow_weight > 0): prev_grey, the last frame's grey input uint8 [H, W], and prev_prob,
+    its result [1+K, H, W]; None otherwise. With end_fraction > 0: presence, which objects have ended.
     """
 
     memory: Memory
@@ -33,6 +37,9 @@ class DirectionState:
     last_deep: int = 0
     num_objects: int = 0
     hidden: torch.Tensor | None = None
+    prev_grey: torch.Tensor | None = None
+    prev_prob: torch.Tensor | None = None
+    presence: Presence | None = None
 
 
 def initial_state(cfg: MemoryConfig) -> DirectionState:
@@ -76,10 +83,17 @@ def step(stages: Stages, cfg: MemoryConfig, st: DirectionState, image: torch.Ten
         prob = aggregate(torch.sigmoid(logits), dim=1)[0]
         if normal_update:
             hidden = new_hidden
+    grey = flow_fusion.grey_plane(image) if cfg.flow_weight > 0 else None
+    if prob is not None and grey is not None and st.prev_grey is not None and st.prev_prob is not None:
+        flow = flow_fusion.backward_flow(grey.numpy(), st.prev_grey.numpy())
+        prob = flow_fusion.fuse(prob, st.prev_prob, flow, cfg.flow_weight, cfg.flow_mix)
     if mask is not None:
         prob = _merge_mask(prob, mask, given)
         hidden = _grow_hidden(hidden, num_objects, feats.key, stages)
     assert prob is not None and hidden is not None
+    decided = st.presence
+    if cfg.end_fraction > 0:
+        prob, decided = decide(prob, st.presence, cfg.end_fraction, given, annotated=mask is not None)
     last_mem, last_deep = st.last_mem, st.last_deep
     if is_mem:
         value, deep_hidden = stages.encode_value(image, feats.f16, hidden, prob[1:].unsqueeze(0))
@@ -88,7 +102,8 @@ def step(stages: Stages, cfg: MemoryConfig, st: DirectionState, image: torch.Ten
         if deep:
             hidden, last_deep = deep_hidden, t
     nxt = dataclasses.replace(st, memory=memory, steps=t + 1, last_mem=last_mem, last_deep=last_deep,
-                              num_objects=num_objects, hidden=hidden)
+                              num_objects=num_objects, hidden=hidden, prev_grey=grey,
+                              prev_prob=None if grey is None else prob, presence=decided)
     return nxt, prob
 
 

@@ -82,7 +82,8 @@ class Propagator:
             raise InvalidInput(f"annotated frame {anchor} is outside the sequence (0..{(num_frames or 1) - 1})")
         frame = check_frame(frame, anchor)
         labels, objects = check_mask(mask, frame.shape[:2], self.max_objects)
-        geo = plan_geometry(frame.shape[0], frame.shape[1], self.config.size, self.config.max_upscale)
+        size = self.config.working_size(frame.shape[0], frame.shape[1])
+        geo = plan_geometry(frame.shape[0], frame.shape[1], size, self.config.max_upscale)
         state = SessionState(direction=direction, anchor=anchor, cursor=anchor, num_frames=num_frames,
                              object_ids=objects, geometry=geo, config=self.config, model=self.model,
                              core=processor.initial_state(self.config))

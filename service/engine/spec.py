@@ -100,6 +100,12 @@ class MemoryConfig:
     ``size`` is the shorter side frames are resized to (-1 keeps native). ``max_upscale`` (not an
     XMem setting; 0 = no limit) caps how many times a small frame is enlarged to reach ``size``:
     tiny MRI crops blown up past the scale the model saw in training lose more than they gain.
+    ``flow_weight`` (not an XMem setting; 0 = off) fuses each frame's readout with the previous result
+    carried by optical flow (engine.flow_fusion) with this weight, by ``flow_mix`` (geometric or linear).
+    ``end_fraction`` (0 = off) ends an object whose mass falls below that share of its peak in the pass
+    (engine.presence). ``size_rule`` picks the working size from the frames themselves: comma-separated
+    ``BOUND:SIZE`` pairs, "frames whose shorter side is at most BOUND are resized to SIZE", the first match
+    winning, ``size`` otherwise ("" = always ``size``).
     """
 
     top_k: int = 30
@@ -113,6 +119,10 @@ class MemoryConfig:
     max_long_term_elements: int = 10000
     size: int = 480
     max_upscale: int = 0
+    flow_weight: float = 0.0
+    flow_mix: str = "geometric"
+    end_fraction: float = 0.0
+    size_rule: str = ""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -131,6 +141,22 @@ class MemoryConfig:
             raise InvalidInput("size must be -1 (native) or >= 16")
         if self.max_upscale < 0:
             raise InvalidInput("max_upscale must be 0 (no limit) or >= 1")
+        if not 0.0 <= self.flow_weight <= 1.0:
+            raise InvalidInput("flow_weight must be between 0 (off) and 1")
+        if self.flow_mix not in ("geometric", "linear"):
+            raise InvalidInput(f"flow_mix must be geometric or linear, got {self.flow_mix!r}")
+        if not 0.0 <= self.end_fraction < 1.0:
+            raise InvalidInput("end_fraction must be 0 (off) or a fraction below 1")
+        parse_size_rule(self.size_rule)
+
+    def working_size(self, height: int, width: int) -> int:
+        """The shorter side frames of this sequence are resized to: the first ``size_rule`` entry whose
+        bound the frames' shorter side does not exceed, else ``size``."""
+        short = min(height, width)
+        for bound, size in parse_size_rule(self.size_rule):
+            if short <= bound:
+                return size
+        return self.size
 
     def with_overrides(self, overrides: Mapping[str, str | int | bool]) -> MemoryConfig:
         """Return a copy with ``NAME=VALUE`` overrides parsed to each field's type."""
@@ -144,9 +170,28 @@ class MemoryConfig:
         return dataclasses.replace(self, **changes)
 
 
+def parse_size_rule(rule: str) -> tuple[tuple[int, int], ...]:
+    """"128:416,64:288" -> ((128, 416), (64, 288)); raises InvalidInput naming the bad entry."""
+    pairs = []
+    for entry in (e.strip() for e in rule.split(",")):
+        if not entry or entry.lower() == "none":
+            continue
+        bound, sep, size = entry.partition(":")
+        try:
+            pair = (int(bound), int(size))
+        except ValueError:
+            pair = (0, 0)
+        if not sep or pair[0] < 1 or pair[1] < 16:
+            raise InvalidInput(f"size_rule entry {entry!r} is not BOUND:SIZE with BOUND >= 1 and SIZE >= 16")
+        pairs.append(pair)
+    return tuple(pairs)
+
+
 def _parse_setting(name: str, value: str | int | bool, kind: type) -> Any:
     if not isinstance(value, str):
         return kind(value)
+    if kind is str:
+        return value.strip()
     text = value.strip().lower()
     if kind is bool:
         if text in ("1", "true", "yes", "on"):
@@ -155,9 +200,10 @@ def _parse_setting(name: str, value: str | int | bool, kind: type) -> Any:
             return False
         raise InvalidInput(f"setting {name} wants a boolean, got {value!r}")
     try:
-        return int(text)
+        return float(text) if kind is float else int(text)
     except ValueError:
-        raise InvalidInput(f"setting {name} wants an integer, got {value!r}") from None
+        wanted = "a number" if kind is float else "an integer"
+        raise InvalidInput(f"setting {name} wants {wanted}, got {value!r}") from None
 
 
 XMEM_SPEC = ModelSpec()

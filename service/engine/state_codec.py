@@ -19,6 +19,7 @@ import torch
 from service.engine.memory.manager import Memory
 from service.engine.memory.store import KVStore
 from service.engine.preprocess import Geometry
+from service.engine.presence import Presence
 from service.engine.processor import DirectionState
 from service.engine.spec import MemoryConfig
 from service.engine.state import SessionState
@@ -27,6 +28,8 @@ from service.errors import StateError
 MAGIC = b"IMOSSTAT"
 VERSION = 1
 _DTYPES = {"float32": torch.float32, "float16": torch.float16}
+# counts that accumulate (and presence peaks, pixel counts past fp16's exact range) stay float32 in fp16 records
+_FULL_PRECISION = ("use_count", "life_count", "presence.peak")
 _STORE_FIELDS = ("key", "shrinkage", "selection", "use_count", "life_count")
 
 
@@ -54,6 +57,12 @@ def state_tensors(state: SessionState) -> dict[str, torch.Tensor]:
             tensors[f"{store_name}.values.{gi}"] = gv
     if core.hidden is not None:
         tensors["hidden"] = core.hidden
+    if core.prev_grey is not None and core.prev_prob is not None:
+        tensors["prev.grey"] = core.prev_grey
+        tensors["prev.prob"] = core.prev_prob
+    if core.presence is not None:
+        tensors["presence.peak"] = core.presence.peak
+        tensors["presence.ended"] = core.presence.ended
     return tensors
 
 
@@ -62,7 +71,7 @@ def pack(magic: bytes, meta: dict[str, Any], tensors: dict[str, torch.Tensor], f
     """magic | version | header (meta, tensor table with ``extra`` fields per name, CRC) | blob."""
     table, chunks, offset = [], [], 0
     for name, t in tensors.items():
-        half = fp16 and not name.endswith(("use_count", "life_count"))
+        half = fp16 and not name.endswith(_FULL_PRECISION)
         arr = t.detach().to("cpu", torch.float16 if half else torch.float32).contiguous().numpy()
         raw = arr.tobytes()
         table.append({"name": name, "dtype": str(arr.dtype), "shape": list(arr.shape),
@@ -79,7 +88,7 @@ def payload_bytes(state: SessionState, fp16: bool = False) -> int:
     """The tensor bytes a full record of this state holds (its size less the header), without encoding."""
     total = 0
     for name, t in state_tensors(state).items():
-        half = fp16 and not name.endswith(("use_count", "life_count"))
+        half = fp16 and not name.endswith(_FULL_PRECISION)
         total += t.numel() * (2 if half else 4)
     return total
 
@@ -110,7 +119,8 @@ def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SessionState:
         memory = Memory(work=_store(m, "work", tensors), long=_store(m, "long", tensors), hw=int(m["hw"]))
         core = DirectionState(memory=memory, steps=int(m["steps"]), last_mem=int(m["last_mem"]),
                               last_deep=int(m["last_deep"]), num_objects=int(m["num_objects"]),
-                              hidden=tensors.get("hidden"))
+                              hidden=tensors.get("hidden"), prev_grey=_grey(tensors.get("prev.grey")),
+                              prev_prob=tensors.get("prev.prob"), presence=_presence(tensors))
         g = m["geometry"]
         geometry = Geometry(g["height"], g["width"], g["rh"], g["rw"], tuple(g["pad"]))
         return SessionState(direction=m["direction"], anchor=int(m["anchor"]), cursor=int(m["cursor"]),
@@ -148,6 +158,16 @@ def tensor(entry: dict[str, Any], blob: bytes, device: torch.device | str) -> to
         raise StateError(f"tensor {entry['name']!r}: shape {list(shape)} does not match its {n} bytes")
     arr = np.frombuffer(blob, dtype=dtype, count=int(np.prod(shape)), offset=off).reshape(shape)
     return torch.from_numpy(arr.astype(np.float32)).to(device)
+
+
+def _presence(tensors: dict[str, torch.Tensor]) -> Presence | None:
+    peak, ended = tensors.get("presence.peak"), tensors.get("presence.ended")
+    return None if peak is None or ended is None else Presence(peak.cpu(), ended.cpu())
+
+
+def _grey(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The stored grey frame (float, exact integers) back to uint8 on the CPU, where flow is computed."""
+    return None if t is None else t.round().clamp(0, 255).to("cpu", torch.uint8)
 
 
 def _store(m: dict[str, Any], name: str, tensors: dict[str, torch.Tensor]) -> KVStore:

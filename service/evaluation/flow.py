@@ -10,25 +10,14 @@ example parameters (the defaults below) reproduce the README's reference numbers
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
+from service.engine.flow_fusion import FarnebackParams, backward_flow
 from service.evaluation.passes import PassPlan, compose, split, with_given
 
-
-@dataclass(frozen=True)
-class FarnebackParams:
-    """cv2.calcOpticalFlowFarneback's arguments (OpenCV's names)."""
-
-    pyr_scale: float = 0.5
-    levels: int = 3
-    winsize: int = 15
-    iterations: int = 3
-    poly_n: int = 5
-    poly_sigma: float = 1.2
-    flags: int = 0
+__all__ = ["FarnebackParams", "FlowTracker", "backward_flow", "grey", "warp"]
 
 
 def grey(frame: np.ndarray) -> np.ndarray:
@@ -38,15 +27,6 @@ def grey(frame: np.ndarray) -> np.ndarray:
     if frame.shape[2] == 1:
         return frame[:, :, 0]
     return cv2.cvtColor(np.ascontiguousarray(frame[:, :, :3]), cv2.COLOR_RGB2GRAY)
-
-
-def backward_flow(cur: np.ndarray, prev: np.ndarray, params: FarnebackParams) -> np.ndarray:
-    """Flow [H, W, 2] (dx, dy) from each pixel of ``cur`` [H, W] to its match in ``prev`` [H, W]."""
-    p = params
-    out = np.zeros((*cur.shape[:2], 2), np.float32)  # unused as input: flags has no USE_INITIAL_FLOW by default
-    flow = cv2.calcOpticalFlowFarneback(cur, prev, out, p.pyr_scale, p.levels, p.winsize, p.iterations,
-                                        p.poly_n, p.poly_sigma, p.flags)
-    return np.asarray(flow)
 
 
 def warp(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:

@@ -111,6 +111,11 @@ def test_bad_input_is_4xx_naming_the_problem(embedded_settings: Settings) -> Non
             r = await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))},
                                   data={"settings": '{"topk": 3}'})
             assert r.status_code == 400 and "unknown setting 'topk'" in r.json()["detail"]
+            for bad, says in (('{"flow_weight": 1.5}', "flow_weight must be between"),
+                              ('{"size_rule": "big:416"}', "size_rule entry 'big:416'")):
+                r = await client.post("/v1/sessions", files={"sequence": ("f.npy", npy_bytes(np.stack(frames)))},
+                                      data={"settings": bad})
+                assert r.status_code == 400 and says in r.json()["detail"], r.text
             big = np.zeros((4, 200, 300), np.uint8)
             r = await client.post("/v1/sessions", files={"sequence": ("big.npy", npy_bytes(big))})
             assert r.status_code == 413

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 
 import numpy as np
@@ -34,6 +35,22 @@ def test_restored_state_continues_identically(tiny_propagator: Propagator, direc
     plain = _run_with_checkpoint(tiny_propagator, frames, mask, anchor, direction, None)
     for cut in (0, 4, 9):  # before, around and after consolidations into long-term memory
         resumed = _run_with_checkpoint(tiny_propagator, frames, mask, anchor, direction, cut)
+        assert all(np.array_equal(a, b) for a, b in zip(plain, resumed)), f"cut at step {cut}"
+
+
+@pytest.mark.parametrize("direction,anchor", [("forward", 0), ("backward", 15)])
+def test_restored_state_continues_identically_with_every_lever_on(tiny_propagator: Propagator, direction: str,
+                                                                  anchor: int) -> None:
+    """Flow fusion (the previous frame and result), the presence decision and the size rule live in the
+    state too: a resumed pass still equals an uninterrupted one."""
+    cfg = dataclasses.replace(tiny_propagator.config, flow_weight=0.5, end_fraction=0.2, size_rule="64:64")
+    prop = Propagator(tiny_propagator.stages, cfg, "tiny:1", tiny_propagator.max_objects)
+    frames, _ = moving_sequence(16, 48, 2)
+    mask = _mask_at(anchor)
+    plain = _run_with_checkpoint(prop, frames, mask, anchor, direction, None)
+    assert plain[1].shape == (3, 48, 48)
+    for cut in (0, 4, 9):
+        resumed = _run_with_checkpoint(prop, frames, mask, anchor, direction, cut)
         assert all(np.array_equal(a, b) for a, b in zip(plain, resumed)), f"cut at step {cut}"
 
 

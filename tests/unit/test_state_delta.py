@@ -92,6 +92,19 @@ def test_an_object_given_later_travels_in_a_delta(tiny_propagator: Propagator) -
     _checkpoint_all(states, 1)
 
 
+def test_chains_carry_flow_fusion_and_presence(tiny_propagator: Propagator) -> None:
+    """With flow fusion and the presence decision on, their tensors travel in every delta and restore
+    exactly; an object given later grows both."""
+    cfg = dataclasses.replace(tiny_propagator.config, flow_weight=0.5, end_fraction=0.3)
+    prop = Propagator(tiny_propagator.stages, cfg, "tiny:1", tiny_propagator.max_objects)
+    states = _states(prop, frames=12, late_object_at=4)
+    last = states[-1]
+    assert last.core.prev_prob is not None and last.core.prev_prob.shape[0] == 3
+    assert last.core.presence is not None and last.core.presence.peak.shape == (2,)
+    fulls, deltas = _checkpoint_all(states, 1)
+    assert fulls == 1 and deltas == len(states) - 1
+
+
 def test_a_delta_is_smaller_than_the_full_record(roomy_propagator: Propagator) -> None:
     states = _states(roomy_propagator, frames=14)
     assert states[13].core.memory.work.epoch == states[3].core.memory.work.epoch == 0  # no consolidation between

@@ -108,8 +108,8 @@ def calibration_samples(net: ImosNet, memory: MemoryConfig, plan: CalibrationPla
     # CalibMaxIntermediateOutputs drops data in onnxruntime 1.32), so clips are at most 288 px: XMem's
     # architecture peaked at 3.6 GB calibrating at 480 px. Activation ranges do not depend on frame size.
     crop = plan.crop or min(memory.size if memory.size > 0 else _MAX_CROP, _MAX_CROP)
-    # Frames at the clips' own size: the model's size setting would resize them again.
-    run_at = memory.with_overrides({"size": crop, "max_upscale": 0})
+    # Frames at the clips' own size: the model's size setting (or its size rule) would resize them again.
+    run_at = memory.with_overrides({"size": crop, "max_upscale": 0, "size_rule": ""})
     propagator = Propagator(recorder, run_at, "calibration", net.spec.max_objects)  # type: ignore[arg-type]
     rng, made = np.random.default_rng(plan.seed), 0
     objects = max(1, min(plan.max_objects, net.spec.max_objects))  # single-object imports take one
