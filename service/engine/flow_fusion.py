@@ -10,9 +10,9 @@ that the memory stores, so flow's drift is pulled back by the readout at every f
 are bridged by flow. A constant ``w`` (flow_weight) beat weights gated by the two's agreement or by the
 object's grey-level appearance on dev, and the geometric mix beat the linear one (docs/model-card.md).
 
-Flow is OpenCV's Farneback, from the current frame back to the previous one at the working resolution (every
-current pixel learns where it came from), on the grey image the network sees, so its cost follows the
-engine's working size and nothing is cached outside the pass's state.
+Flow is OpenCV's Farneback, from the current frame back to the previous one (every current pixel learns where
+it came from), on the grey image the network sees, computed with its shorter side at most ``flow_size`` and
+scaled back; nothing is cached outside the pass's state, and each frame pair's flow is computed once.
 """
 
 from __future__ import annotations
@@ -48,6 +48,23 @@ def backward_flow(cur: np.ndarray, prev: np.ndarray, params: FarnebackParams | N
     flow = cv2.calcOpticalFlowFarneback(cur, prev, out, p.pyr_scale, p.levels, p.winsize, p.iterations,
                                         p.poly_n, p.poly_sigma, p.flags)
     return np.asarray(flow)
+
+
+def flow_at(cur: np.ndarray, prev: np.ndarray, size: int, params: FarnebackParams | None = None) -> np.ndarray:
+    """backward_flow of two uint8 [H, W] frames computed with their shorter side at most ``size`` (0: as they
+    are) and brought back to [H, W, 2] in full-size pixels. Farneback's cost grows with the pixels while the
+    motion a mask follows is coarse: at 480 px it cost more than the network's bf16 pass on an AMX CPU."""
+    h, w = cur.shape
+    scale = size / min(h, w) if size > 0 else 1.0
+    if scale >= 1.0:
+        return backward_flow(cur, prev, params)
+    small = (max(1, round(w * scale)), max(1, round(h * scale)))
+    flow = backward_flow(cv2.resize(cur, small, interpolation=cv2.INTER_AREA),
+                         cv2.resize(prev, small, interpolation=cv2.INTER_AREA), params)
+    full = cv2.resize(flow, (w, h), interpolation=cv2.INTER_LINEAR)
+    full[..., 0] *= w / small[0]
+    full[..., 1] *= h / small[1]
+    return full
 
 
 def grey_plane(image: torch.Tensor) -> torch.Tensor:

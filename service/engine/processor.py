@@ -85,7 +85,7 @@ def step(stages: Stages, cfg: MemoryConfig, st: DirectionState, image: torch.Ten
             hidden = new_hidden
     grey = flow_fusion.grey_plane(image) if cfg.flow_weight > 0 else None
     if prob is not None and grey is not None and st.prev_grey is not None and st.prev_prob is not None:
-        flow = flow_fusion.backward_flow(grey.numpy(), st.prev_grey.numpy())
+        flow = flow_fusion.flow_at(grey.numpy(), st.prev_grey.numpy(), cfg.flow_size)
         prob = flow_fusion.fuse(prob, st.prev_prob, flow, cfg.flow_weight, cfg.flow_mix)
     if mask is not None:
         prob = _merge_mask(prob, mask, given)

@@ -101,7 +101,8 @@ class MemoryConfig:
     XMem setting; 0 = no limit) caps how many times a small frame is enlarged to reach ``size``:
     tiny MRI crops blown up past the scale the model saw in training lose more than they gain.
     ``flow_weight`` (not an XMem setting; 0 = off) fuses each frame's readout with the previous result
-    carried by optical flow (engine.flow_fusion) with this weight, by ``flow_mix`` (geometric or linear).
+    carried by optical flow (engine.flow_fusion) with this weight, by ``flow_mix`` (geometric or linear); flow is computed with the frames' shorter side at
+    most ``flow_size`` (0 = the working size).
     ``end_fraction`` (0 = off) ends an object whose mass falls below that share of its peak in the pass
     (engine.presence). ``size_rule`` picks the working size from the frames themselves: comma-separated
     ``BOUND:SIZE`` pairs, "frames whose shorter side is at most BOUND are resized to SIZE", the first match
@@ -121,6 +122,7 @@ class MemoryConfig:
     max_upscale: int = 0
     flow_weight: float = 0.0
     flow_mix: str = "geometric"
+    flow_size: int = 0
     end_fraction: float = 0.0
     size_rule: str = ""
 
@@ -145,6 +147,8 @@ class MemoryConfig:
             raise InvalidInput("flow_weight must be between 0 (off) and 1")
         if self.flow_mix not in ("geometric", "linear"):
             raise InvalidInput(f"flow_mix must be geometric or linear, got {self.flow_mix!r}")
+        if self.flow_size != 0 and self.flow_size < 16:
+            raise InvalidInput("flow_size must be 0 (the working size) or >= 16")
         if not 0.0 <= self.end_fraction < 1.0:
             raise InvalidInput("end_fraction must be 0 (off) or a fraction below 1")
         parse_size_rule(self.size_rule)

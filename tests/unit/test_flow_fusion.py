@@ -126,3 +126,20 @@ def test_bad_lever_settings_are_refused_by_name(name: str, value: str, message: 
     with pytest.raises(InvalidInput, match=message):
         MemoryConfig().with_overrides({name: value})
     assert MemoryConfig().with_overrides({"flow_weight": "0.25"}).flow_weight == 0.25
+
+
+def test_flow_computed_small_is_scaled_back_to_full_size_pixels() -> None:
+    rng = np.random.default_rng(1)
+    base = (rng.random((60, 80)) * 255).astype(np.uint8)
+    import cv2
+
+    base = cv2.GaussianBlur(base, (0, 0), 3)
+    prev = np.ascontiguousarray(base[:, 4:68])
+    cur = np.ascontiguousarray(base[:, 0:64])     # the scene moved 4 px right: cur(x) = prev(x - 4)
+    full = flow_fusion.flow_at(cur, prev, 0)
+    small = flow_fusion.flow_at(cur, prev, 30)    # computed at half size
+    assert small.shape == full.shape == (60, 64, 2)
+    inner = (slice(15, 45), slice(15, 45))
+    dx_full, dx_small = float(np.median(full[inner][..., 0])), float(np.median(small[inner][..., 0]))
+    assert abs(dx_full + 4) < 1.0 and abs(dx_small + 4) < 1.0   # both in full-size pixels
+    assert abs(float(np.median(small[inner][..., 1]))) < 0.5
