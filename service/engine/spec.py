@@ -101,8 +101,9 @@ class MemoryConfig:
     XMem setting; 0 = no limit) caps how many times a small frame is enlarged to reach ``size``:
     tiny MRI crops blown up past the scale the model saw in training lose more than they gain.
     ``flow_weight`` (not an XMem setting; 0 = off) fuses each frame's readout with the previous result
-    carried by optical flow (engine.flow_fusion) with this weight, by ``flow_mix`` (geometric or linear); flow is computed with the frames' shorter side at
-    most ``flow_size`` (0 = the working size).
+    carried by optical flow (engine.flow_fusion) with this weight, by ``flow_mix`` (geometric or
+    linear); flow is computed with the frames' shorter side at most ``flow_size`` (0 = the working
+    size).
     ``end_fraction`` (0 = off) ends an object whose mass falls below that share of its peak in the pass
     (engine.presence). ``size_rule`` picks the working size from the frames themselves: comma-separated
     ``BOUND:SIZE`` pairs, "frames whose shorter side is at most BOUND are resized to SIZE", the first match
