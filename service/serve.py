@@ -47,20 +47,22 @@ async def start(settings: Settings, role: str) -> Running:
 
         running._grpc, running.grpc_port = await start_grpc(rt, settings.http_host, settings.grpc_port)
     if rt.worker is not None:
-        if role == "worker" and settings.http_port >= 0:
-            await _start_http(running, settings, health_only=True)  # probes and /metrics for the worker
+        if role == "worker" and settings.worker_http_port >= 0:
+            # probes and /metrics for the worker, on its own port: N workers may share a host
+            await _start_http(running, settings, health_only=True, port=settings.worker_http_port)
         running.tasks.append(asyncio.create_task(rt.worker.run(rt.stop)))
     log.info("started", extra={"role": role, "http_port": running.http_port, "grpc_port": running.grpc_port,
                                "model": f"{rt.model.name}:{rt.model.version}", "store": type(rt.store).__name__})
     return running
 
 
-async def _start_http(running: Running, settings: Settings, health_only: bool) -> None:
+async def _start_http(running: Running, settings: Settings, health_only: bool, port: int | None = None) -> None:
     tls = {}
     if settings.tls_cert_file is not None:
         tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
-    config = uvicorn.Config(create_app(running.runtime, health_only), host=settings.http_host, port=settings.http_port,
-                            log_level="warning", lifespan="off", timeout_graceful_shutdown=5, **tls)
+    config = uvicorn.Config(create_app(running.runtime, health_only), host=settings.http_host,
+                            port=settings.http_port if port is None else port, log_level="warning",
+                            lifespan="off", timeout_graceful_shutdown=5, **tls)
     server = uvicorn.Server(config)
     running._http = server
     running.tasks.append(asyncio.create_task(server.serve()))
@@ -76,7 +78,9 @@ async def _start_http(running: Running, settings: Settings, health_only: bool) -
 async def serve_forever(settings: Settings, role: str) -> None:
     """Run until SIGINT/SIGTERM; a worker finishes or checkpoints the frames in hand first."""
     running = await start(settings, role)
-    print(f"imos {role}: REST http://{settings.http_host}:{running.http_port} gRPC {running.grpc_port} "
+    rest = f"http://{settings.http_host}:{running.http_port}" if running.http_port is not None else "off"
+    label = "probes" if role == "worker" else "REST"
+    print(f"imos {role}: {label} {rest} gRPC {running.grpc_port} "
           f"model {running.runtime.model.name}:{running.runtime.model.version}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

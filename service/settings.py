@@ -16,6 +16,8 @@ class Settings(BaseSettings):
     http_host: str = Field("127.0.0.1", description="REST bind address")
     http_port: int = Field(8000, description="REST port (0 = pick a free one)")
     grpc_port: int = Field(50051, description="gRPC port (0 = pick a free one)")
+    worker_http_port: int = Field(0, description="`imos worker`'s probe and /metrics port (0 = a free one, "
+                                                 "printed and logged; -1 = none), so many workers share a host")
     redis_url: str | None = Field(None, description="Redis URL; unset = in-memory store (embedded mode only)")
     key_prefix: str = Field("imos", description="prefix of every Redis key")
     model: str = Field("imos-lite", description="model served by workers")

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("worker", "worker only: runs the model (needs IMOS_REDIS_URL)")):
         p = sub.add_parser(name, help=text)
         p.add_argument("--http-port", type=int, default=None,
-                       help="REST port (for a worker: its /healthz, /readyz and /metrics; -1 = none)")
+                       help="REST port (for a worker: its /healthz, /readyz and /metrics, default a free "
+                            "one, printed; -1 = none)")
         if name != "worker":
             p.add_argument("--grpc-port", type=int, default=None)
         p.add_argument("--host", default=None)
@@ -37,6 +38,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
     flags = {"http_port": "http_port", "grpc_port": "grpc_port", "host": "http_host", "backend": "backend",
              "device": "device", "precision": "precision", "model": "model", "model_repo": "model_repo",
              "redis_url": "redis_url"}
+    if getattr(args, "role", None) == "worker":
+        flags["http_port"] = "worker_http_port"
     overrides = {field: getattr(args, arg) for arg, field in flags.items() if getattr(args, arg, None) is not None}
     return Settings(**overrides)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
+import re
+import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -56,20 +59,36 @@ def _one_session(url: str, i: int) -> tuple[int, int, list[int]]:
         return len(frames), len(out), got
 
 
+def _probe_url(proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 90) -> str:
+    """The probe URL a started worker prints: `imos worker: probes http://HOST:PORT ...`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"imos worker: probes (http://\S+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"worker printed no probe URL:\n{log.read_text()[-3000:]}")
+
+
 def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
     http = free_port()
     env = {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
            "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LOG_JSON": "true"}
     logs = [tmp_path / f"{name}.log" for name in ("gateway", "worker1", "worker2")]
     gateway = ["gateway", "--http-port", str(http), "--grpc-port", str(free_port())]
-    worker_http = free_port()
+    # The README's commands: `imos worker &` twice on one host, no port flags; each worker's probes
+    # take a free port and the worker prints it.
     with imos_process(gateway, env, logs[0]) as gw, \
-            imos_process(["worker", "--http-port", str(worker_http)], env, logs[1]) as w1, \
-            imos_process(["worker", "--http-port", "-1"], env, logs[2]):
+            imos_process(["worker"], env, logs[1]) as w1, imos_process(["worker"], env, logs[2]) as w2:
         url = f"http://127.0.0.1:{http}"
         wait_ready(url, gw, logs[0])
-        wait_ready(f"http://127.0.0.1:{worker_http}", w1, logs[1])  # the worker's own probes
-        assert httpx.post(f"http://127.0.0.1:{worker_http}/v1/segment").status_code == 404  # no client routes
+        probes = [_probe_url(w, log) for w, log in ((w1, logs[1]), (w2, logs[2]))]
+        assert probes[0] != probes[1]
+        for w, log, probe in zip((w1, w2), logs[1:], probes):
+            wait_ready(probe, w, log)  # the worker's own probes
+        assert httpx.post(f"{probes[0]}/v1/segment").status_code == 404  # no client routes
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda s: _one_session(url, s), range(4)))
     for n, n_out, frames in results:
