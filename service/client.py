@@ -26,7 +26,7 @@ import numpy as np
 from service.engine.validate import check_frame
 from service.errors import InvalidInput
 from service.gateway.grpc_convert import direction_value, image_to_proto, mask_to_proto
-from service.gateway.grpc_errors import from_status
+from service.gateway.grpc_errors import CODE_KEY, from_status
 from service.gateway.protos import load_protos
 from service.io.images import decode_mask
 
@@ -182,11 +182,17 @@ async def _track_requests(pb2: ModuleType, frames: Sequence[np.ndarray], mask: n
         yield pb2.TrackRequest(frame=msg)
 
 
+def _domain_error(exc: grpc.aio.AioRpcError) -> Exception:
+    trailing = dict(exc.trailing_metadata() or ())
+    code = trailing.get(CODE_KEY)
+    return from_status(exc.code(), exc.details() or "", code if isinstance(code, str) else None)
+
+
 async def _call(call: Any) -> Any:
     try:
         return await call
     except grpc.aio.AioRpcError as exc:
-        raise from_status(exc.code(), exc.details() or "") from None
+        raise _domain_error(exc) from None
 
 
 async def _stream(call: Any) -> AsyncIterator[Any]:
@@ -194,7 +200,7 @@ async def _stream(call: Any) -> AsyncIterator[Any]:
         async for resp in call:
             yield resp
     except grpc.aio.AioRpcError as exc:
-        raise from_status(exc.code(), exc.details() or "") from None
+        raise _domain_error(exc) from None
 
 
 def segment_remote(url: str, frames: Sequence[np.ndarray], mask: np.ndarray, frame: int, direction: str = "both",

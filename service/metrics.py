@@ -22,6 +22,8 @@ class Metrics:
                                      buckets=(1e4, 1e5, 1e6, 4e6, 16e6, 64e6, 256e6))
         self.state_written = Counter("imos_state_written_bytes_total", "Checkpoint bytes written to the store, "
                                      "by kind (full record or delta)", ["kind"], registry=r)
+        self.runs_failed = Counter("imos_runs_failed_total", "Runs that ended in failure, by error code", ["code"],
+                                   registry=r)
         self.active_sessions = Gauge("imos_active_sessions", "Sessions with a run in progress", registry=r)
         self.queue_depth = Gauge("imos_queue_depth_jobs", "Jobs waiting or pending in the work queue", registry=r)
         self.device_memory = Gauge("imos_device_memory_bytes", "Accelerator memory allocated", registry=r)

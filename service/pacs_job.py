@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service.errors import InvalidInput, InvalidMask
+from service.errors import GENERIC_MESSAGE, ImosError, InvalidMask
 from service.io.medical.detect import ReadOptions, load_annotation
 from service.io.medical.dicomweb import DicomWebClient, PacsEndpoint
 from service.io.medical.seg import write_seg
@@ -78,10 +78,8 @@ async def run_pacs_job(rt: Runtime, tenant: str, req: PacsRequest, volume: Volum
                        frame: int, sid: str) -> PacsResult:
     """Propagate in session sid, build the SEG, store it (the last step: nothing is stored on failure)."""
     await rt.sessions.annotate(sid, tenant, frame, mask)
-    await rt.sessions.propagate(sid, tenant, req.direction)
-    async for ev in rt.sessions.events(sid, tenant):
-        if ev.kind == "error":
-            raise InvalidInput(ev.message or "propagation failed")
+    run = await rt.sessions.propagate(sid, tenant, req.direction)
+    await rt.sessions.wait_run(sid, tenant, run.id)
     labels = await rt.sessions.all_labels(sid, tenant)
     stack = np.stack(labels)
     ids = [int(v) for v in np.unique(stack) if v != 0]
@@ -103,7 +101,9 @@ async def publish_result(rt: Runtime, sid: str, outcome: PacsResult | Exception)
     if isinstance(outcome, PacsResult):
         ev = Event("stored", 0, message=json.dumps(asdict(outcome)))
     else:
-        ev = Event("error", 0, message=str(outcome))
+        err = outcome if isinstance(outcome, ImosError) else None
+        ev = Event("error", 0, message=err.public_message() if err else GENERIC_MESSAGE,
+                   code=err.code if err else "internal")
     await rt.records.publish(sid, ev)
 
 

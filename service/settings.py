@@ -30,6 +30,9 @@ class Settings(BaseSettings):
                                              "the first frames of each new frame size wait for the compiler")
     session_ttl_s: int = Field(3600, description="idle sessions expire after this many seconds")
     lease_ttl_s: float = Field(30.0, description="a worker's lease on a session lapses after this")
+    max_attempts: int = Field(3, description="attempts at a run (a worker crash counts) before it ends as failed")
+    run_deadline_s: float = Field(900.0, description="longest a waiting caller (one-shot REST, gRPC Propagate, "
+                                                     "the PACS job) waits for its run before it gets a deadline error")
     checkpoint_every: int = Field(10, description="checkpoint memory state every N frames")
     worker_concurrency: int = Field(2, description="sessions one worker processes at once")
     batch_max_size: int = Field(8, description="most frames of concurrent sessions batched into one stage call")

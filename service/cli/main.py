@@ -30,12 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
-    except NotFound as exc:
-        print(f"imos: not found: {exc}", file=sys.stderr)
-        return 3
     except ImosError as exc:
-        print(f"imos: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"imos: {'not found' if isinstance(exc, NotFound) else 'error'}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
     return 1

@@ -101,7 +101,8 @@ def session_to_proto(pb2: ModuleType, st: dict[str, Any]) -> Message:
         model=st["model"], streaming=bool(st["stream"]), annotated_frames=list(st["annotated_frames"]),
         state=st["state"], run_id=int(run.get("id", 0)), direction=direction_value(pb2, run.get("direction")),
         frames_done=int(st["frames_done"]), progress=float(st["progress"] or 0.0),
-        settings={str(k): str(v) for k, v in st["settings"].items()})
+        settings={str(k): str(v) for k, v in st["settings"].items()},
+        error_code=(st.get("error") or {}).get("code", ""), error_message=(st.get("error") or {}).get("message", ""))
 
 
 @dataclass

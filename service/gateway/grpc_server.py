@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.auth import KeyRing, bearer
-from service.errors import ImosError, InvalidInput
+from service.errors import ImosError, InvalidInput, failure_error
 from service.gateway.grpc_convert import (
     EventConverter,
     Message,
@@ -35,6 +35,7 @@ from service.io.medical.detect import load_volume
 from service.io.read_options import window_options
 from service.runtime import Runtime
 from service.sessions.model import RunSpec
+from service.sessions.service import with_deadline
 from service.sessions.source import pack_source
 from service.settings import Settings
 
@@ -164,12 +165,13 @@ class PropagationServicer:
             await self.sessions.annotate(sid, tenant, frame, mask)
         run = await self.sessions.propagate(sid, tenant, direction)
         conv = EventConverter(self.pb2, self.sessions, sid, tenant)
-        async for ev in self.sessions.events(sid, tenant, until_done=True):
+        events = with_deadline(self.sessions.events(sid, tenant, until_done=True), self.rt.settings.run_deadline_s)
+        async for ev in events:
             if ev.run != run.id:
                 _check_not_replaced(ev.kind, ev.run, run)
                 continue  # history of earlier runs
             if ev.kind == "error":
-                raise ExplicitStatus(grpc.StatusCode.INTERNAL, f"propagation run {run.id} failed: {ev.message}")
+                raise failure_error(ev.code, ev.message)
             converted = await conv.convert(ev)
             if converted is not None:
                 yield self.pb2.PropagateResponse(**{converted[0]: converted[1]})

@@ -13,12 +13,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from types import ModuleType
 
-import grpc
-
 from service.engine.validate import check_mask
-from service.errors import Conflict, InvalidInput
+from service.errors import Conflict, InvalidInput, failure_error
 from service.gateway.grpc_convert import EventConverter, Message, image_from_proto, mask_from_proto, session_options
-from service.gateway.grpc_errors import ExplicitStatus
 from service.sessions.model import Event
 from service.sessions.service import SessionService
 
@@ -143,8 +140,7 @@ class TrackCall:
     async def _failed(self, ev: Event) -> None:
         """A worker reported the current run failed: end the call (an older run's failure is moot)."""
         if ev.run == await self._current_run():
-            detail = f"propagation run {ev.run} failed: {ev.message or 'no detail'}"
-            raise ExplicitStatus(grpc.StatusCode.INTERNAL, detail)
+            raise failure_error(ev.code, ev.message)
 
     async def _current_run(self) -> int | None:
         assert self.sid is not None

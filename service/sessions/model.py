@@ -104,16 +104,56 @@ class PassProgress:
 
 
 @dataclass(frozen=True)
+class Attempts:
+    """How often workers have begun the current run without ending it cleanly.
+
+    published: frames the run had published when the latest attempt began (an attempt that got
+    further than the one before is progress, not a crash loop); last_code: the error code of the
+    latest failed attempt ("worker_lost" while unknown: its worker died)."""
+
+    run: int
+    count: int
+    published: int
+    last_code: str = "worker_lost"
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> Attempts:
+        return Attempts(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a run ended in failure: a stable error code and a message safe to show (no pixels, no PHI)."""
+
+    run: int
+    code: str
+    message: str
+    attempts: int
+    at: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @staticmethod
+    def from_json(raw: bytes) -> Failure:
+        return Failure(**json.loads(raw))
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a session's event stream (id assigned by the store)."""
 
-    kind: str  # "frame" | "run-started" | "done" | "error"
+    kind: str  # "frame" | "run-started" | "done" | "error" (the run failed: it ends there)
     run: int
     frame: int | None = None
     direction: str | None = None
     published: int = 0
     total: int | None = None
     message: str | None = None
+    code: str | None = None  # error events: the stable error code (service.errors)
     id: str = ""
 
     def fields(self) -> dict[str, bytes]:

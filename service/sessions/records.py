@@ -15,12 +15,13 @@ from service.engine.state import SessionState
 from service.engine.state_delta import Chain
 from service.errors import Conflict, NotFound, StateError, TooLarge
 from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
-from service.sessions.model import Event, PassProgress, SessionMeta
+from service.sessions.model import Attempts, Event, Failure, PassProgress, SessionMeta
 from service.store.base import Store
 
 META_LOCK_TTL_S = 10.0
 META_LOCK_WAIT_S = 5.0
-PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease", "source")
+PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease", "source", "attempts",
+         "failure", "weights")
 # Deltas a pass's checkpoint chain may hold before the next checkpoint is written full again: bounds
 # what a resume reads and what the repeated small tensors (usage, hidden state) cost in the store.
 MAX_DELTAS = 16
@@ -152,6 +153,36 @@ class SessionRecords:
     async def progress(self, sid: str) -> dict[str, PassProgress]:
         raw = await self.store.hgetall(self.key(sid, "progress"))
         return {k: PassProgress.from_json(v) for k, v in raw.items()}
+
+    async def put_weights(self, sid: str, key: str, blob: bytes) -> None:
+        """Per-sequence adapted weights (engine.adaptation), by their key."""
+        await self.store.hset(self.key(sid, "weights"), key, blob)
+
+    async def weights(self, sid: str, key: str) -> bytes | None:
+        return await self.store.hget(self.key(sid, "weights"), key)
+
+    async def attempts(self, sid: str) -> Attempts | None:
+        raw = await self.store.get(self.key(sid, "attempts"))
+        return Attempts.from_json(raw) if raw else None
+
+    async def put_attempts(self, sid: str, attempts: Attempts | None) -> None:
+        if attempts is None:
+            await self.store.delete(self.key(sid, "attempts"))
+        else:
+            await self.store.set(self.key(sid, "attempts"), attempts.to_json(), self.ttl_s)
+
+    async def failure(self, sid: str, run: int) -> Failure | None:
+        """The failure of run ``run``, if that run failed."""
+        raw = await self.store.get(self.key(sid, "failure"))
+        failure = Failure.from_json(raw) if raw else None
+        return failure if failure is not None and failure.run == run else None
+
+    async def fail_run(self, sid: str, failure: Failure) -> None:
+        """Record the failure, take the session out of the active set, publish the terminal error event."""
+        await self.store.set(self.key(sid, "failure"), failure.to_json(), self.ttl_s)
+        await self.store.delete(self.key(sid, "attempts"))
+        await self.store.srem(self.active, sid)
+        await self.publish(sid, Event("error", failure.run, message=failure.message, code=failure.code))
 
     async def publish(self, sid: str, event: Event) -> str:
         return await self.store.xadd(self.key(sid, "events"), event.fields())

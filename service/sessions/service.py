@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from service.engine.spec import MemoryConfig
 from service.engine.validate import check_frame, check_frames, check_mask
-from service.errors import Conflict, InvalidInput, NotFound, TooLarge
+from service.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, TooLarge, failure_error
 from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
 from service.sessions.model import BACKWARD, BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
@@ -24,6 +26,27 @@ from service.worker.runner import enqueue
 # Frames appended per step while a one-shot run already computes: each append is a few store round
 # trips plus a job for the worker, so single frames would cost more than they overlap.
 ONE_SHOT_CHUNK = 8
+
+T = TypeVar("T")
+
+
+async def with_deadline(items: AsyncIterator[T], seconds: float) -> AsyncIterator[T]:
+    """The items of ``items`` while they come within ``seconds`` in all; then DeadlineExceeded."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    it = aiter(items)
+    while True:
+        remaining = end - loop.time()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            item = await asyncio.wait_for(anext(it), remaining)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise DeadlineExceeded(f"the run did not finish within {seconds:g} s "
+                                   "(the server's IMOS_RUN_DEADLINE_S)") from None
+        yield item
 
 
 class SessionService:
@@ -201,14 +224,37 @@ class SessionService:
         current = {d: p for d, p in progress.items() if run and p.run == run.id}
         published = sum(p.published for p in current.values())
         finished = bool(run) and all(d in current and current[d].finished for d in run.passes())  # type: ignore[union-attr]
+        failure = await self.records.failure(sid, run.id) if run else None
+        state = "idle" if run is None else ("failed" if failure else ("done" if finished else "running"))
         return {
             "id": sid, "frames": await self.records.num_frames(sid), "height": meta.height, "width": meta.width,
             "model": meta.model, "stream": meta.open, "annotated_frames": sorted(await self.records.annotations(sid)),
-            "run": run.to_dict() if run else None, "frames_done": published,
-            "state": "idle" if run is None else ("done" if finished else "running"),
+            "run": run.to_dict() if run else None, "frames_done": published, "state": state,
             "progress": (published / run.num_frames) if run and run.num_frames else None,
             "settings": meta.settings,
+            "error": {"code": failure.code, "message": failure.message, "attempts": failure.attempts}
+            if failure else None,
         }
+
+    async def wait_run(self, sid: str, tenant: str, run: int | None = None) -> None:
+        """Wait until run ``run`` (default: the current one) is done; its failure raises the failure's
+        error (errors.failure_error), a wait past settings.run_deadline_s raises DeadlineExceeded."""
+        async for _ in self.run_events(sid, tenant, run):
+            pass
+
+    async def run_events(self, sid: str, tenant: str, run: int | None = None) -> AsyncIterator[Event]:
+        """The events of one run up to its done (see wait_run for failures and the deadline)."""
+        if run is None:
+            current = (await self.records.meta(sid, tenant)).run
+            run = current.id if current else 0
+        async for ev in with_deadline(self.events(sid, tenant), self.settings.run_deadline_s):
+            if ev.run != run:
+                continue
+            if ev.kind == "error":
+                raise failure_error(ev.code, ev.message)
+            yield ev
+            if ev.kind == "done":
+                return
 
     async def events(self, sid: str, tenant: str, after: str = "0", until_done: bool = True,
                      poll_ms: int = 1000) -> AsyncIterator[Event]:

@@ -18,6 +18,7 @@ from service.sessions.model import Event
 from service.sessions.records import SessionRecords
 from service.settings import Settings
 from service.tracing import Tracing
+from service.worker import attempts
 from service.worker.passes import CONTINUE, STOP_ABANDON, STOP_SAVE, RunContext, advance_run
 
 log = logging.getLogger("imos.worker")
@@ -144,19 +145,56 @@ class Worker:
             return  # its holder re-checks for new work after releasing
         if self.metrics is not None:
             self.metrics.active_sessions.inc()
+        keeper = asyncio.create_task(self._keep_lease(lease))
         try:
-            await self._advance(sid, request_id)
+            await self._attempt(sid, request_id)
         except NotFound:
             return
-        except ImosError as exc:
-            meta = await self.records.meta(sid)
-            await self.records.publish(sid, Event("error", meta.run.id if meta.run else 0, message=str(exc)))
         finally:
+            keeper.cancel()
             if self.metrics is not None:
                 self.metrics.active_sessions.dec()
             await self.records.store.lease_release(lease, self.id)
         if await self.has_work(sid):
             await enqueue(self.records, sid)
+
+    async def _keep_lease(self, lease: str) -> None:
+        """Refresh the lease while a long step runs (a sequence's adaptation, a first TensorRT frame):
+        the checks between frames alone would let it lapse and hand the session to a second worker."""
+        ttl = self.settings.lease_ttl_s
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if not await self.records.store.lease_refresh(lease, self.id, ttl):
+                    return  # lost: the run's own check between frames stops it
+            except StoreUnavailable:
+                continue
+
+    async def _attempt(self, sid: str, request_id: str | None) -> None:
+        """One attempt at the session's current run, under the lease: every exception ends here, as a
+        retry later (counted in the store) or as the run's terminal failure (attempts module)."""
+        meta = await self.records.meta(sid)
+        if meta.run is None or await self.records.failure(sid, meta.run.id) is not None:
+            return
+        attempt = await attempts.begin(self.records, sid, meta.run.id)
+        if await attempts.give_up_if_exhausted(self.records, sid, attempt, self.settings.max_attempts):
+            self._count_failure(attempt.last_code)
+            return
+        try:
+            await self._advance(sid, request_id)
+        except (NotFound, StoreUnavailable):
+            raise  # deleted meanwhile / the store is gone: nothing to record it in
+        except Exception as exc:
+            if await attempts.failed_attempt(self.records, sid, attempt, exc, self.settings.max_attempts):
+                self._count_failure(exc.code if isinstance(exc, ImosError) else "internal")
+            elif not isinstance(exc, ImosError):
+                log.exception("run attempt failed", extra={"session": sid, "worker": self.id})
+            return
+        await attempts.ended_cleanly(self.records, sid)
+
+    def _count_failure(self, code: str) -> None:
+        if self.metrics is not None:
+            self.metrics.runs_failed.labels(code).inc()
 
     async def _advance(self, sid: str, request_id: str | None = None) -> None:
         meta = await self.records.meta(sid)
@@ -197,7 +235,7 @@ class Worker:
             meta = await self.records.meta(sid)
         except NotFound:
             return False
-        if meta.run is None:
+        if meta.run is None or await self.records.failure(sid, meta.run.id) is not None:
             return False
         progress = await self.records.progress(sid)
         available = await self.records.num_frames(sid)

@@ -105,3 +105,48 @@ def test_sigkill_failover_at_five_frames_then_sigterm_drain(tiny_repo: Path, red
             assert sorted(got) == list(range(N))
             holder = next(w for w in workers if w.pid == pid)
             assert holder.wait(20) == 0
+
+
+def test_a_session_that_kills_every_worker_ends_as_failed(tiny_repo: Path, redis_url: str, redis_prefix: str,
+                                                         tmp_path: Path) -> None:
+    """A poison session: every worker that takes it dies (SIGKILL as soon as it holds the lease, before
+    any progress). After IMOS_MAX_ATTEMPTS attempts the next worker ends the run as failed
+    (worker_lost) instead of dying too; a healthy session on the same workers finishes normally."""
+    frames, masks = moving_ellipses(N, 64, 64, 2)
+    env = {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
+           "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LEASE_TTL_S": "1.5",
+           "IMOS_CHECKPOINT_EVERY": "1000", "IMOS_MAX_ATTEMPTS": "3", "IMOS_LOG_JSON": "true"}
+    http = free_port()
+    r = redis.Redis.from_url(redis_url)
+    with ExitStack() as stack:
+        gw = stack.enter_context(imos_process(["gateway", "--http-port", str(http), "--grpc-port", str(free_port())],
+                                              env, tmp_path / "gw.log"))
+        workers: list[subprocess.Popen[bytes]] = []
+
+        def spawn() -> None:
+            workers.append(stack.enter_context(imos_process(["worker"], env, tmp_path / f"w{len(workers)}.log")))
+
+        spawn(), spawn()
+        url = f"http://127.0.0.1:{http}"
+        wait_ready(url, gw, tmp_path / "gw.log")
+        time.sleep(2.0)  # workers load the model
+        with httpx.Client(base_url=url, timeout=120) as c:
+            poison = _start_session(c, frames, masks[ANCHOR])
+            started = time.monotonic()
+            for _ in range(3):
+                pid = _holder_pid(r, redis_prefix, poison, timeout_s=20)
+                os.kill(pid, signal.SIGKILL)
+                next(w for w in workers if w.pid == pid).wait(10)
+                spawn()
+                while r.get(f"{redis_prefix}:s:{poison}:lease"):  # the lease of the dead worker lapses
+                    time.sleep(0.05)
+            healthy = _start_session(c, frames, masks[ANCHOR])
+            with c.stream("GET", f"/v1/sessions/{poison}/events") as resp:
+                last = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")][-1]
+            assert last["kind"] == "error" and last["code"] == "worker_lost", last
+            assert time.monotonic() - started < 60
+            status = c.get(f"/v1/sessions/{poison}").json()
+            assert status["state"] == "failed" and status["error"]["attempts"] == 3
+            assert sorted(_follow(c, healthy, None, None)) == list(range(N))
+            assert c.get(f"/v1/sessions/{healthy}").json()["state"] == "done"
+            assert sum(w.poll() is None for w in workers) == 2  # the last workers are alive

@@ -243,7 +243,16 @@ def test_track_without_a_mask_ends_at_half_close_and_limits(embedded_settings: S
 
 
 def test_error_table_both_ways() -> None:
-    from service.errors import Conflict, ImosError, InvalidInput, InvalidMask, StateError, TooLarge
+    from service.errors import (
+        Conflict,
+        DeadlineExceeded,
+        ImosError,
+        InvalidInput,
+        InvalidMask,
+        RunFailed,
+        StateError,
+        TooLarge,
+    )
     from service.gateway.grpc_errors import GENERIC_MESSAGE, from_status, to_status
 
     assert to_status(InvalidMask("m")) == (grpc.StatusCode.INVALID_ARGUMENT, "m")
@@ -253,7 +262,9 @@ def test_error_table_both_ways() -> None:
     assert to_status(KeyError("x")) == (grpc.StatusCode.INTERNAL, GENERIC_MESSAGE)
     assert type(from_status(grpc.StatusCode.INVALID_ARGUMENT, "x")) is InvalidInput
     assert type(from_status(grpc.StatusCode.RESOURCE_EXHAUSTED, "x")) is TooLarge
-    assert type(from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "x")) is ImosError
+    assert type(from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "x")) is DeadlineExceeded
+    assert type(from_status(grpc.StatusCode.INTERNAL, "x")) is ImosError
+    assert type(from_status(grpc.StatusCode.INTERNAL, "x", "run_failed")) is RunFailed
 
 
 def test_sequence_file_in_and_results_file_out(embedded_settings: Settings) -> None:

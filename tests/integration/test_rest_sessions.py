@@ -149,7 +149,7 @@ def test_state_over_the_limit_is_a_clear_error(embedded_settings: Settings) -> N
         async with rest_client(small) as (client, _):
             r = await client.post("/v1/segment", files={"sequence": ("s.npy", npy_bytes(np.stack(frames))),
                                                         "mask": ("m.npy", npy_bytes(masks[0]))}, data={"frame": "0"})
-            assert r.status_code == 400 and "IMOS_MAX_STATE_BYTES" in r.json()["detail"]
+            assert r.status_code == 413 and "IMOS_MAX_STATE_BYTES" in r.json()["detail"]
 
     asyncio.run(scenario())
 

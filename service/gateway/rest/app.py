@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from service.errors import TooLarge
 from service.gateway.rest import dicomweb, errors, oneshot, sessions, system
 from service.gateway.rest.schemas import ErrorOut
 from service.runtime import Runtime
@@ -22,7 +23,9 @@ def create_app(rt: Runtime, health_only: bool = False) -> FastAPI:
     errors_doc = {code: {"model": ErrorOut, "description": text} for code, text in (
         (400, "bad input; detail names the problem"), (401, "missing or invalid API key"),
         (404, "unknown, deleted or expired session (or another tenant's)"), (409, "wrong session state"),
-        (413, "too large"), (503, "session store unreachable; retry after Retry-After seconds"))}
+        (413, "too large"), (500, "the run failed (code run_failed, failure_code says why) or an internal error"),
+        (503, "session store or workers unavailable; retry after Retry-After seconds"),
+        (504, "the wait for the run passed its deadline"))}
     app = FastAPI(title="iMOS Serve", version="0.1.0", responses=errors_doc,  # type: ignore[arg-type]
                   description="Propagate one annotated mask through a medical video or volume (iMOS / XMem).")
     app.state.runtime = rt
@@ -33,10 +36,10 @@ def create_app(rt: Runtime, health_only: bool = False) -> FastAPI:
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         size = request.headers.get("content-length")
-        if size and size.isdigit() and int(size) > rt.settings.max_request_bytes:
-            return JSONResponse({"error": "TooLarge", "detail": f"request body of {size} bytes exceeds the limit "
-                                 f"of {rt.settings.max_request_bytes}"}, status_code=413)
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        if size and size.isdigit() and int(size) > rt.settings.max_request_bytes:
+            too_large = TooLarge(f"request body of {size} bytes exceeds the limit of {rt.settings.max_request_bytes}")
+            return JSONResponse(errors.error_body(too_large, request.state.request_id), status_code=413)
         started = time.perf_counter()
         with rt.tracing.span(f"{request.method} {'/'.join(request.url.path.split('/')[:3])}",
                              request_id=request.state.request_id, method=request.method):

@@ -1,4 +1,8 @@
-"""The REST error table: domain exception -> HTTP status. The only place that knows both."""
+"""REST's reading of the error table (service.errors): domain exception -> HTTP status and body.
+
+Body: ``{"error": class name, "code": stable code, "detail": safe message, "request_id": ...}``.
+Anything that is not a domain error is a 500 with the generic message, logged here once.
+"""
 
 from __future__ import annotations
 
@@ -8,42 +12,31 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.errors import (
-    BackendUnavailable,
-    CheckpointError,
-    Conflict,
-    ImosError,
-    InvalidInput,
-    ModelError,
-    NotFound,
-    PermissionDenied,
-    StateError,
-    StoreUnavailable,
-    TooLarge,
-)
+from service.errors import GENERIC_MESSAGE, ImosError, RunFailed
 
 log = logging.getLogger("imos.rest")
 
-# Most specific first: the first matching class wins.
-STATUS_TABLE: tuple[tuple[type[ImosError], int], ...] = (
-    (TooLarge, 413),
-    (InvalidInput, 400),
-    (NotFound, 404),
-    (Conflict, 409),
-    (PermissionDenied, 401),
-    (StoreUnavailable, 503),
-    (BackendUnavailable, 503),
-    (CheckpointError, 500),
-    (ModelError, 500),
-    (StateError, 500),
-)
-
 
 def status_for(exc: ImosError) -> int:
-    for cls, code in STATUS_TABLE:
-        if isinstance(exc, cls):
-            return code
-    return 500
+    return exc.http_status
+
+
+def error_body(exc: ImosError, request_id: str | None) -> dict[str, str | None]:
+    body: dict[str, str | None] = {"error": type(exc).__name__, "code": exc.code, "detail": exc.public_message(),
+                                   "request_id": request_id}
+    if isinstance(exc, RunFailed):
+        body["failure_code"] = exc.failure_code
+    return body
+
+
+def _headers(code: int) -> dict[str, str] | None:
+    if code == 503:
+        return {"Retry-After": "5"}
+    return {"WWW-Authenticate": "Bearer"} if code == 401 else None
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
 
 
 def install(app: FastAPI) -> None:
@@ -51,13 +44,21 @@ def install(app: FastAPI) -> None:
     async def _framework(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         # Framework errors (unparsable multipart, unknown route) get the same body shape as ours.
         return JSONResponse({"error": "BadRequest" if exc.status_code == 400 else "HTTPError",
-                             "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+                             "code": "invalid_input" if exc.status_code == 400 else "http_error",
+                             "detail": str(exc.detail), "request_id": _request_id(request)},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(ImosError)
     async def _domain(request: Request, exc: ImosError) -> JSONResponse:
         code = status_for(exc)
-        headers = {"Retry-After": "5"} if code == 503 else ({"WWW-Authenticate": "Bearer"} if code == 401 else None)
-        detail = str(exc) if code < 500 or code == 503 else "internal error"
-        if code >= 500 and code != 503:
-            log.error("request failed", extra={"route": request.url.path, "error": type(exc).__name__})
-        return JSONResponse({"error": type(exc).__name__, "detail": detail}, status_code=code, headers=headers)
+        if not exc.expose:
+            log.error("request failed", extra={"route": request.url.path, "error": type(exc).__name__,
+                                               "request_id": _request_id(request)})
+        return JSONResponse(error_body(exc, _request_id(request)), status_code=code, headers=_headers(code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled error in a request", exc_info=exc,
+                  extra={"route": request.url.path, "request_id": _request_id(request)})
+        return JSONResponse({"error": "InternalError", "code": "internal", "detail": GENERIC_MESSAGE,
+                             "request_id": _request_id(request)}, status_code=500)

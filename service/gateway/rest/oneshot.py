@@ -49,9 +49,7 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
     names = {int(k): v for k, v in json_map(labels, "labels").items() if k.isdigit()}
     meta = await rt.sessions.one_shot(who, volume.frames, anchor, ann.mask, direction, json_map(settings, "settings"))
     try:
-        async for ev in rt.sessions.events(meta.id, who):
-            if ev.kind == "error":
-                raise InvalidInput(ev.message or "propagation failed")
+        await rt.sessions.wait_run(meta.id, who)
         result = await rt.sessions.all_labels(meta.id, who)
     finally:
         await rt.sessions.delete(meta.id, who)

@@ -52,6 +52,14 @@ class RunOut(BaseModel):
     num_frames: int | None
 
 
+class RunErrorOut(BaseModel):
+    """Why the current run failed: a stable code, a safe message, the attempts it took."""
+
+    code: str
+    message: str
+    attempts: int
+
+
 class SessionStatus(BaseModel):
     id: str
     frames: int
@@ -62,11 +70,18 @@ class SessionStatus(BaseModel):
     annotated_frames: list[int]
     run: RunOut | None
     frames_done: int
-    state: Literal["idle", "running", "done"]
+    state: Literal["idle", "running", "done", "failed"]
     progress: float | None
     settings: dict[str, str]
+    error: RunErrorOut | None = None
 
 
 class ErrorOut(BaseModel):
+    """Every error body: ``error`` the class name, ``code`` a stable code (docs/api.md lists them),
+    ``detail`` a safe message, ``request_id`` the request's id (also in the x-request-id header)."""
+
     error: str
+    code: str
     detail: str
+    request_id: str | None = None
+    failure_code: str | None = None
