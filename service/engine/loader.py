@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.engine.adaptation import Adapter
 from service.engine.backends.base import Stages
 from service.engine.backends.torch_backend import TorchStages
 from service.engine.precision import AUTO
@@ -27,6 +28,7 @@ class Engine:
     entry: ModelEntry
     stages: Stages
     precision: str = "fp32"  # what the stages run in (``auto`` resolved)
+    adapter: Adapter | None = None  # per-sequence adaptation (adapt_steps), when the weights allow it
 
     @property
     def model_id(self) -> str:
@@ -35,7 +37,7 @@ class Engine:
     def propagator(self, overrides: Mapping[str, str | int | bool] | None = None) -> Propagator:
         """A Propagator with the model's memory settings, plus overrides (XMem names)."""
         cfg = self.entry.memory.with_overrides(overrides or {})
-        return Propagator(self.stages, cfg, self.model_id, self.entry.spec.max_objects)
+        return Propagator(self.stages, cfg, self.model_id, self.entry.spec.max_objects, self.adapter)
 
 
 def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str = "cpu",
@@ -54,7 +56,18 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
     if precision == AUTO:
         log.info("precision auto", extra={"backend": backend, "precision": choice.precision, "reason": choice.reason})
     engine = _load(repo_root, name, backend, device, choice.precision, threads, compile, max_batch)
-    return dataclasses.replace(engine, precision=choice.precision)
+    return dataclasses.replace(engine, precision=choice.precision,
+                               adapter=make_adapter(repo_root, engine, choice.precision))
+
+
+def make_adapter(repo_root: Path, engine: Engine, precision: str) -> Adapter:
+    """Adapted passes run on torch on the engine's device, in the engine's precision where torch has it;
+    the base weights are read from the repository on the first adaptation only."""
+    entry = engine.entry
+    torch_precision = precision if precision in ("fp32", "bf16", "fp16") else "fp32"
+    torch_device = str(engine.stages.device)
+    return Adapter(engine.model_id, lambda: ModelRepo(repo_root).load_network(entry), engine.stages.device,
+                   lambda net: TorchStages(net, device=torch_device, precision=torch_precision))
 
 
 def _load(repo_root: Path, name: str, backend: str, device: str, precision: str, threads: int | None,

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 
 from service.engine import processor
+from service.engine.adaptation import Adapter, Recipe
 from service.engine.backends.base import Stages
 from service.engine.batching import ClientLease, DynamicBatcher, client_lease
-from service.engine.preprocess import image_tensor, mask_tensor, plan_geometry, unpad_probs
+from service.engine.preprocess import Geometry, image_tensor, mask_tensor, plan_geometry, to_rgb, unpad_probs
 from service.engine.spec import MemoryConfig
 from service.engine.state import BACKWARD, FORWARD, SessionState
 from service.engine.validate import check_frame, check_frames, check_mask
-from service.errors import InvalidInput, InvalidMask
+from service.errors import BackendUnavailable, InvalidInput, InvalidMask, StateError
 
 DIRECTIONS = ("both", FORWARD, BACKWARD)
 
@@ -67,11 +68,13 @@ def channel_argmax(probs: np.ndarray) -> np.ndarray:
 class Propagator:
     """Runs SessionStates with one backend. Holds no per-sequence state itself."""
 
-    def __init__(self, stages: Stages, config: MemoryConfig, model: str, max_objects: int) -> None:
+    def __init__(self, stages: Stages, config: MemoryConfig, model: str, max_objects: int,
+                 adapter: Adapter | None = None) -> None:
         self.stages = stages
         self.config = config
         self.model = model
         self.max_objects = max_objects
+        self.adapter = adapter  # per-sequence adaptation (adapt_steps > 0); None: not offered here
 
     def start(self, frame: np.ndarray, mask: np.ndarray, anchor: int, direction: str,
               num_frames: int | None) -> tuple[SessionState, FrameResult]:
@@ -86,8 +89,25 @@ class Propagator:
         geo = plan_geometry(frame.shape[0], frame.shape[1], size, self.config.max_upscale)
         state = SessionState(direction=direction, anchor=anchor, cursor=anchor, num_frames=num_frames,
                              object_ids=objects, geometry=geo, config=self.config, model=self.model,
-                             core=processor.initial_state(self.config))
+                             core=processor.initial_state(self.config), weights=self._adapt(frame, labels, geo))
         return self.advance(state, frame, labels)
+
+    def _adapt(self, frame: np.ndarray, labels: np.ndarray, geo: Geometry) -> str:
+        """The key of the weights adapted to this pass's annotated frame ("" without adapt_steps)."""
+        if self.config.adapt_steps <= 0:
+            return ""
+        if self.adapter is None:
+            raise BackendUnavailable("adapt_steps needs the model's torch weights, which this engine does not offer")
+        recipe = Recipe(self.config.adapt_steps, self.config.adapt_budget_s, self.config.adapt_decoder)
+        return self.adapter.adapt(to_rgb(frame), labels, geo.rh / geo.height, recipe)
+
+    def stages_for(self, state: SessionState) -> Stages:
+        """The stages a pass runs on: its adapted weights' own, else the engine's."""
+        if not state.weights:
+            return self.stages
+        if self.adapter is None:
+            raise StateError("this pass runs on adapted weights, which this engine does not offer")
+        return self.adapter.stages(state.weights)
 
     def advance(self, state: SessionState, frame: np.ndarray,
                 mask: np.ndarray | None = None) -> tuple[SessionState, FrameResult]:
@@ -109,7 +129,7 @@ class Propagator:
             given = tuple(object_ids.index(o) for o in objects)
         with torch.inference_mode():
             image = image_tensor(frame, geo, device)
-            core, prob = processor.step(self.stages, state.config, state.core, image, onehot, given,
+            core, prob = processor.step(self.stages_for(state), state.config, state.core, image, onehot, given,
                                         end=state.is_last(state.cursor))
             probs = unpad_probs(prob, geo).float().cpu().numpy()
         result = FrameResult(state.cursor, state.direction, probs, object_ids,

@@ -107,7 +107,10 @@ class MemoryConfig:
     ``end_fraction`` (0 = off) ends an object whose mass falls below that share of its peak in the pass
     (engine.presence). ``size_rule`` picks the working size from the frames themselves: comma-separated
     ``BOUND:SIZE`` pairs, "frames whose shorter side is at most BOUND are resized to SIZE", the first match
-    winning, ``size`` otherwise ("" = always ``size``).
+    winning, ``size`` otherwise ("" = always ``size``). ``adapt_steps`` (0 = off) tunes the model's
+    adapters and decoder on views of each pass's annotated frame for that many steps before the pass
+    runs, stopping early after ``adapt_budget_s`` seconds (0 = no limit; engine.adaptation); the
+    decoder is tuned too with ``adapt_decoder``.
     """
 
     top_k: int = 30
@@ -126,6 +129,9 @@ class MemoryConfig:
     flow_size: int = 0
     end_fraction: float = 0.0
     size_rule: str = ""
+    adapt_steps: int = 0
+    adapt_budget_s: float = 0.0
+    adapt_decoder: bool = False
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -153,6 +159,8 @@ class MemoryConfig:
         if not 0.0 <= self.end_fraction < 1.0:
             raise InvalidInput("end_fraction must be 0 (off) or a fraction below 1")
         parse_size_rule(self.size_rule)
+        if not 0 <= self.adapt_steps <= 1000 or self.adapt_budget_s < 0:
+            raise InvalidInput("adapt_steps must be 0..1000 and adapt_budget_s >= 0")
 
     def working_size(self, height: int, width: int) -> int:
         """The shorter side frames of this sequence are resized to: the first ``size_rule`` entry whose

@@ -21,7 +21,8 @@ class SessionState:
     from; cursor: the next frame index it will process (anchor +-1 per step);
     num_frames: frames known when it started (None for an open stream);
     object_ids: label value of each object channel (channel i+1 <-> object_ids[i]);
-    model: "name:version" of the weights that produced the memory.
+    model: "name:version" of the weights that produced the memory; weights: the key of the
+    per-sequence adapted weights it runs on ("" = the model's own; engine.adaptation).
     """
 
     direction: str
@@ -33,6 +34,7 @@ class SessionState:
     config: MemoryConfig
     model: str
     core: DirectionState
+    weights: str = ""
 
     @property
     def step_sign(self) -> int:

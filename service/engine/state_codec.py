@@ -98,6 +98,7 @@ def meta_of(state: SessionState) -> dict[str, Any]:
     return {
         "direction": state.direction, "anchor": state.anchor, "cursor": state.cursor,
         "num_frames": state.num_frames, "object_ids": list(state.object_ids), "model": state.model,
+        "weights": state.weights,
         "geometry": dataclasses.asdict(state.geometry), "config": dataclasses.asdict(state.config),
         "steps": core.steps, "last_mem": core.last_mem, "last_deep": core.last_deep,
         "num_objects": core.num_objects, "hw": core.memory.hw,
@@ -125,7 +126,8 @@ def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SessionState:
         geometry = Geometry(g["height"], g["width"], g["rh"], g["rw"], tuple(g["pad"]))
         return SessionState(direction=m["direction"], anchor=int(m["anchor"]), cursor=int(m["cursor"]),
                             num_frames=m["num_frames"], object_ids=tuple(m["object_ids"]),
-                            geometry=geometry, config=MemoryConfig(**m["config"]), model=m["model"], core=core)
+                            geometry=geometry, config=MemoryConfig(**m["config"]), model=m["model"], core=core,
+                            weights=str(m.get("weights", "")))
     except (KeyError, TypeError, ValueError) as exc:
         raise StateError(f"session state header is incomplete: {exc}") from None
 

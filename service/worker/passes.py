@@ -81,12 +81,32 @@ async def compute_pass(records: SessionRecords, ctx: RunContext,
     if cur.state is None:
         assert mask is not None
         state, res = await _in_thread(ctx, ctx.prop.start, frame, mask, t, cur.direction, ctx.run.num_frames)
+        await _keep_weights(records, ctx, state)
     else:
+        await _load_weights(records, ctx, cur.state)
         state, res = await _in_thread(ctx, ctx.prop.advance, cur.state, frame, mask)
     if ctx.metrics is not None:
         ctx.metrics.frames.labels(cur.direction).inc()
         ctx.metrics.frame_seconds.observe(time.perf_counter() - started)
     return t, state, res
+
+
+async def _keep_weights(records: SessionRecords, ctx: RunContext, state: SessionState) -> None:
+    """A pass that adapted its weights stores them, so that any worker can resume it."""
+    if state.weights and ctx.prop.adapter is not None and await records.weights(ctx.sid, state.weights) is None:
+        blob = await _in_thread(ctx, ctx.prop.adapter.export, state.weights)
+        await records.put_weights(ctx.sid, state.weights, blob)
+
+
+async def _load_weights(records: SessionRecords, ctx: RunContext, state: SessionState) -> None:
+    """A resumed pass on adapted weights this worker does not hold: load them from the store."""
+    adapter = ctx.prop.adapter
+    if not state.weights or adapter is None or adapter.has(state.weights):
+        return
+    blob = await records.weights(ctx.sid, state.weights)
+    if blob is None:
+        raise StateError("the adapted weights of this pass are missing from the store")
+    await _in_thread(ctx, adapter.load, state.weights, blob)
 
 
 async def commit_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor, t: int, state: SessionState,
