@@ -25,7 +25,8 @@ class Settings(BaseSettings):
     backend: str = Field("torch", description="torch, onnx or tensorrt")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     precision: str = Field("fp32", description="fp32, bf16 (torch), fp16 (CUDA), int8 (onnx backend, graphs "
-                                                "quantised on first use) or auto (the fastest of these on the host)")
+                                                "quantised on first use) or auto (measured: the fastest of these "
+                                                "on the host with fp32's masks, else fp32)")
     compile: bool = Field(False, description="torch backend: torch.compile the engine stages (CUDA graphs on CUDA); "
                                              "the first frames of each new frame size wait for the compiler")
     session_ttl_s: int = Field(3600, description="idle sessions expire after this many seconds")

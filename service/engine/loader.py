@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from service.engine.adaptation import Adapter
 from service.engine.backends.base import Stages
 from service.engine.backends.torch_backend import TorchStages
-from service.engine.precision import AUTO
+from service.engine.precision import AUTO, Choice, candidates, choose, this_host
 from service.engine.precision import resolve as resolve_precision
 from service.engine.propagate import Propagator
 from service.engine.repo import ModelEntry, ModelRepo
@@ -29,6 +31,7 @@ class Engine:
     stages: Stages
     precision: str = "fp32"  # what the stages run in (``auto`` resolved)
     adapter: Adapter | None = None  # per-sequence adaptation (adapt_steps), when the weights allow it
+    precision_reason: str = "as configured"
 
     @property
     def model_id(self) -> str:
@@ -52,12 +55,57 @@ def load_engine(repo_root: Path, name: str, backend: str = "torch", device: str 
     max_batch: the largest batch a dynamic batcher will send (TensorRT engines are built for it).
     precision ``auto``: the fastest validated precision of this backend on this host (engine.precision says which).
     """
-    choice = resolve_precision(backend, device, precision)
+    choice = auto_precision(repo_root, name, backend, device, threads) if precision == AUTO else \
+        resolve_precision(backend, device, precision)
     if precision == AUTO:
         log.info("precision auto", extra={"backend": backend, "precision": choice.precision, "reason": choice.reason})
     engine = _load(repo_root, name, backend, device, choice.precision, threads, compile, max_batch)
-    return dataclasses.replace(engine, precision=choice.precision,
+    return dataclasses.replace(engine, precision=choice.precision, precision_reason=choice.reason,
                                adapter=make_adapter(repo_root, engine, choice.precision))
+
+
+def auto_precision(repo_root: Path, name: str, backend: str, device: str, threads: int | None) -> Choice:
+    """What ``auto`` is on this host: measured (engine.precision_probe) and cached per model version,
+    backend, device, CPU and runtime versions; the GPU default where there is nothing to measure."""
+    from service.engine import precision_probe as probe
+
+    host = this_host()
+    options = candidates(backend, device, host)
+    if not options:
+        return choose(backend, device, host)
+    entry = ModelRepo(repo_root).entry(name)
+    key = cache_key(entry, backend, device, threads)
+    path = entry.build_dir / probe.CACHE_NAME
+    found = probe.cached(path, key)
+    if found is not None:
+        return Choice(found.precision, f"{found.reason} (cached)")
+
+    def runner(precision: str) -> Callable[[list[np.ndarray], np.ndarray], list[np.ndarray]]:
+        prop = _load(repo_root, name, backend, device, precision, threads, False, 1).propagator({"size": -1})
+        return lambda frames, mask: [r.labels() for r in prop.run(frames, mask, 0, "forward")]
+
+    choice = probe.measure(options, runner)
+    try:
+        probe.remember(path, key, choice)
+    except OSError as exc:  # a read-only model repository: measure again next start
+        log.warning("precision auto: cannot cache the choice", extra={"path": str(path), "error": str(exc)})
+    return choice
+
+
+def cache_key(entry: ModelEntry, backend: str, device: str, threads: int | None) -> str:
+    import torch
+
+    from service.engine.host import cpu_info
+
+    try:
+        import onnxruntime
+
+        ort = onnxruntime.__version__
+    except ImportError:
+        ort = "-"
+    cpu = cpu_info()
+    return (f"{entry.name}:{entry.version}|{backend}|{device}|{cpu.model or 'cpu'}|{len(cpu.flags)} flags|"
+            f"threads {threads or torch.get_num_threads()}|torch {torch.__version__}|ort {ort}")
 
 
 def make_adapter(repo_root: Path, engine: Engine, precision: str) -> Adapter:

@@ -1,8 +1,10 @@
 """``precision=auto``: the fastest precision a backend has on this host, among those validated on dev.
 
-One configuration then serves a mixed fleet: torch takes bf16 where the CPU multiplies bf16 natively
-(AVX512_BF16, AMX, Arm BF16) and fp32 elsewhere (emulated bf16 is 2.5-5x slower); ONNX Runtime takes int8
-where the CPU has an 8-bit dot product (VNNI, AMX-INT8); on CUDA fp16, as XMem's own evaluation runs
+One configuration then serves a mixed fleet. The CPU flags only say which precisions are worth timing
+(``candidates``: bf16 where the CPU multiplies it natively, AVX512_BF16 / AMX / Arm BF16; int8 where it
+has an 8-bit dot product, VNNI / AMX-INT8); engine.precision_probe times them against fp32 on this host
+and keeps the fastest whose masks agree, because a flag is no promise of speed (ONNX Runtime's int8 ran
+3x slower than fp32 on an Intel Xeon with AMX). TensorRT takes fp16, as XMem's own evaluation runs
 (autocast). bf16 and int8 moved dev J&F by at most 0.003 (docs/benchmarks.md).
 """
 
@@ -40,6 +42,19 @@ def choose(backend: str, device: str, host: HostSpeed) -> Choice:
             return Choice("int8", "this CPU has an 8-bit dot product (VNNI or AMX-INT8)")
         return Choice("fp32", "this CPU has no 8-bit dot product (VNNI or AMX-INT8)")
     return Choice("fp32", f"no faster precision known for backend {backend!r}")
+
+
+def candidates(backend: str, device: str, host: HostSpeed) -> tuple[str, ...]:
+    """The precisions besides fp32 worth timing for ``auto`` here (engine.precision_probe measures
+    them): never one the CPU can only emulate. TensorRT is left to ``choose``: each precision is an
+    engine build of minutes, and fp16 is what its GPUs are built for."""
+    if backend == "torch" and device.startswith("cuda"):
+        return ("fp16", "bf16")
+    if backend == "torch":
+        return ("bf16",) if host.bf16_native else ()
+    if backend == "onnx":
+        return ("int8",) if host.int8_fast else ()
+    return ()
 
 
 def this_host() -> HostSpeed:

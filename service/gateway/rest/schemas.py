@@ -9,6 +9,15 @@ from pydantic import BaseModel, Field
 Direction = Literal["both", "forward", "backward"]
 
 
+class ServingOut(BaseModel):
+    """How this process runs the model (only where it runs one: `imos serve`, a worker's probe port)."""
+
+    backend: str
+    device: str
+    precision: str
+    precision_reason: str = Field(description="why: 'as configured', or what precision=auto measured here")
+
+
 class ModelOut(BaseModel):
     name: str
     version: int
@@ -16,6 +25,7 @@ class ModelOut(BaseModel):
     description: str
     max_objects: int
     architecture: dict[str, Any]
+    serving: ServingOut | None = None
 
 
 class ModelsOut(BaseModel):

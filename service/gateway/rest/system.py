@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 
 from service.auth import bearer
 from service.errors import StoreUnavailable
-from service.gateway.rest.schemas import ModelOut, ModelsOut
+from service.gateway.rest.schemas import ModelOut, ModelsOut, ServingOut
 from service.gateway.rest.sessions import runtime, tenant
 from service.runtime import Runtime
 
@@ -49,6 +49,9 @@ async def metrics(request: Request, rt: Runtime = Depends(runtime)) -> Response:
 
 @router.get("/v1/models", response_model=ModelsOut, tags=["models"], summary="The model this service runs")
 async def models(rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> ModelsOut:
-    m = rt.model
+    m, engine = rt.model, rt.engine
+    serving = None if engine is None else ServingOut(backend=rt.settings.backend, device=str(engine.stages.device),
+                                                     precision=engine.precision,
+                                                     precision_reason=engine.precision_reason)
     return ModelsOut(models=[ModelOut(name=m.name, version=m.version, trained=m.trained, description=m.description,
-                                      max_objects=m.max_objects, architecture=m.architecture)])
+                                      max_objects=m.max_objects, architecture=m.architecture, serving=serving)])
