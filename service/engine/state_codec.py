@@ -98,13 +98,13 @@ def meta_of(state: SessionState) -> dict[str, Any]:
     return {
         "direction": state.direction, "anchor": state.anchor, "cursor": state.cursor,
         "num_frames": state.num_frames, "object_ids": list(state.object_ids), "model": state.model,
-        "weights": state.weights,
         "geometry": dataclasses.asdict(state.geometry), "config": dataclasses.asdict(state.config),
         "steps": core.steps, "last_mem": core.last_mem, "last_deep": core.last_deep,
         "num_objects": core.num_objects, "hw": core.memory.hw,
         "work_count_usage": core.memory.work.count_usage, "long_count_usage": core.memory.long.count_usage,
         "work_groups": [list(g) for g in core.memory.work.groups],
         "long_groups": [list(g) for g in core.memory.long.groups],
+        **({"weights": state.weights} if state.weights else {}),  # only adapted passes name their weights
     }
 
 

