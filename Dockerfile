@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1.7
 #
-# iMOS Serve images, two targets from one file (docs/operations.md, "Images"):
+# iMOS Serve images, three targets from one file (docs/operations.md, "Images"):
 #
-#   docker build -t imos-serve:gpu .               # default: CUDA 13.0 base, torch CUDA build, TensorRT
-#   docker build -t imos-serve:cpu --target cpu .  # ONNX Runtime + CPU torch
+#   docker build -t imos-serve:gpu .                       # default: CUDA 13.0 base, torch CUDA build, TensorRT
+#   docker build -t imos-serve:cpu --target cpu .          # ONNX Runtime + CPU torch
+#   docker build -t imos-serve:gateway --target gateway .  # `imos gateway` only: no torch, no ONNX Runtime
 #
 # Every version is pinned: base images by tag below, torch and TensorRT by the ARGs, everything else by
 # deploy/docker/constraints.txt (regenerate with deploy/docker/pin_runtime_deps.py) and, for the CUDA
@@ -77,6 +78,42 @@ EXPOSE 8000 50051
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["python", "/opt/imos/healthcheck.py"]
 ENTRYPOINT ["/opt/imos/entrypoint.sh"]
 CMD ["serve"]
+
+# ---- gateway-build: the dependencies without torch and ONNX Runtime (the gateway owns no model) --------
+FROM ${PYTHON_IMAGE} AS gateway-build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+COPY deploy/docker/constraints.txt /tmp/constraints.txt
+COPY pyproject.toml /tmp/pyproject.toml
+COPY deploy/docker/requirements.py /tmp/requirements.py
+RUN python /tmp/requirements.py /tmp/pyproject.toml --without torch onnx onnxruntime > /tmp/requirements.txt \
+    && pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
+
+# ---- gateway: REST + gRPC only, no torch (a few hundred MB instead of GBs); `imos gateway` --------------
+FROM ${PYTHON_IMAGE} AS gateway
+LABEL org.opencontainers.image.title="iMOS Serve (gateway)" \
+      org.opencontainers.image.description="The iMOS Serve gateway: REST and gRPC in front of the workers; no model" \
+      org.opencontainers.image.licenses="see the repository"
+RUN groupadd --system --gid 10001 imos \
+    && useradd --system --uid 10001 --gid imos --create-home --home-dir /home/imos --shell /usr/sbin/nologin imos
+COPY --from=gateway-build /opt/venv /opt/venv
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/tmp/wheels \
+    /opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/wheels/imos_serve-*.whl
+# the gateway reads model.yaml (limits, /v1/models) and never loads the weights
+COPY --chown=10001:10001 model_repo/ /opt/imos/model_repo/
+COPY --chmod=0755 deploy/docker/entrypoint.sh deploy/docker/healthcheck.py deploy/docker/smoke.py /opt/imos/
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HOME=/home/imos \
+    IMOS_HTTP_HOST=0.0.0.0 \
+    IMOS_MODEL_REPO=/opt/imos/model_repo
+USER 10001:10001
+WORKDIR /home/imos
+EXPOSE 8000 50051
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 CMD ["python", "/opt/imos/healthcheck.py"]
+ENTRYPOINT ["/opt/imos/entrypoint.sh"]
+CMD ["gateway"]
 
 # ---- gpu-build: virtual environment with torch (CUDA 13.0 build), TensorRT and the dependencies -------
 FROM ${CUDA_IMAGE} AS gpu-build

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.auth import KeyRing, load_keyring
-from service.engine.loader import Engine, load_engine
 from service.engine.repo import ModelRepo, default_repo_root
 from service.errors import ImosError
 from service.metrics import Metrics
@@ -18,7 +17,10 @@ from service.settings import Settings
 from service.store.base import Store
 from service.store.memory import MemoryStore
 from service.tracing import Tracing, setup_tracing
-from service.worker.runner import Worker
+
+if TYPE_CHECKING:  # the gateway role owns no model: it never imports torch
+    from service.engine.loader import Engine
+    from service.worker.runner import Worker
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ def build_runtime(settings: Settings, role: str, tracing: Tracing | None = None)
     rt = Runtime(settings, store, records, sessions, info, metrics,
                  keys=load_keyring(settings.api_keys, settings.api_keys_file), tracing=tracing)
     if role in ("all", "worker"):
+        from service.engine.loader import load_engine
+        from service.worker.runner import Worker
+
         # Loaded in a thread that then exits: torch's CPU kernels run on an OpenMP team per calling
         # thread, and while more teams live than there are cores, libgomp stops spinning between
         # parallel regions (about 15 % slower frames on 2 cores). The main thread never runs torch.

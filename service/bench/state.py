@@ -13,7 +13,7 @@ import numpy as np
 from service.bench.synthetic_video import moving_ellipses
 from service.engine import state_codec, state_delta
 from service.engine.loader import load_engine
-from service.sessions.records import MAX_DELTAS
+from service.worker.checkpoints import MAX_DELTAS
 
 
 def measure_state(repo: Path, model: str, size: int, frames: int, objects: int,

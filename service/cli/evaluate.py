@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from service.cli.common import Progress, add_repo_arg, parse_sets, repo_root
-from service.engine.loader import BACKENDS
+from service.engine.backends import BACKENDS
 from service.evaluation.report import result_json, table
 from service.evaluation.runner import Options, evaluate, prepare
 from service.evaluation.trackers import BASELINES, make_tracker

@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from service.cli.common import add_repo_arg, repo_root
-from service.engine.importing import import_checkpoint
 from service.engine.repo import ModelRepo
 from service.errors import BackendUnavailable, InvalidInput
 
@@ -35,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from service.engine.importing import import_checkpoint
+
     entry = import_checkpoint(args.path, ModelRepo(repo_root(args)), args.name, args.version, args.description)
     spec = entry.spec
     print(f"imported {args.path.name} as {entry.name}:{entry.version} -> {entry.weights_path}")

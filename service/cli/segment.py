@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.cli.common import Progress, add_repo_arg, default_model, parse_sets, repo_root
 from service.cli.inputs import add_input_args, read_annotation, read_options, read_volume
-from service.engine.loader import BACKENDS, load_engine
-from service.engine.propagate import DIRECTIONS, FrameResult, Propagator
+from service.engine.backends import BACKENDS
 from service.errors import InvalidInput
 from service.io.images import write_masks
 from service.io.medical.volume import Volume
 from service.io.outputs import encode_results, parse_names
+from service.sessions.model import DIRECTIONS
+
+if TYPE_CHECKING:  # torch only where frames are propagated here, not for --server or --help
+    from service.engine.propagate import FrameResult, Propagator
 
 FORMATS_CLI = ("png", "npy", "seg", "nifti", "rle")
 
@@ -62,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         labels, served = run_remote(args, volume.frames, mask)
         model = served or "unknown:0"  # outputs (a SEG's algorithm) name the server's model
     else:
+        from service.engine.loader import load_engine
+
         engine = load_engine(repo_root(args), args.model or default_model(), args.backend, args.device,
                              args.precision)
         labels, probs = _propagate(engine.propagator(parse_sets(args.set)), volume.frames, mask, args)

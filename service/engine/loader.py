@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from service.engine.adaptation import Adapter
+from service.engine.backends import BACKENDS
 from service.engine.backends.base import Stages
 from service.engine.backends.torch_backend import TorchStages
 from service.engine.precision import AUTO, Choice, candidates, choose, this_host
@@ -19,7 +20,6 @@ from service.engine.propagate import Propagator
 from service.engine.repo import ModelEntry, ModelRepo
 from service.errors import BackendUnavailable
 
-BACKENDS = ("torch", "onnx", "tensorrt")
 log = logging.getLogger("imos.engine")
 
 

@@ -6,17 +6,17 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 import yaml
-from safetensors.torch import load_file, save_file
 
-from service.engine.checkpoint import build_network
-from service.engine.nn.network import ImosNet
 from service.engine.spec import MemoryConfig, ModelSpec
-from service.engine.synthetic import synthetic_for
 from service.errors import ModelError, NotFound
+
+if TYPE_CHECKING:  # reading model.yaml needs no torch (the gateway reads it); loading weights does
+    import torch
+
+    from service.engine.nn.network import ImosNet
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -87,6 +87,12 @@ class ModelRepo:
         return ModelEntry(name, chosen, directory, spec, memory, meta)
 
     def load_network(self, entry: ModelEntry) -> ImosNet:
+        from safetensors.torch import load_file
+
+        from service.engine.checkpoint import build_network
+        from service.engine.nn.network import ImosNet
+        from service.engine.synthetic import synthetic_for
+
         if entry.meta.get("weights") == "synthetic":
             # Architecture-only entries (benchmarks): deterministic weights by the fixture's rule.
             net = ImosNet(entry.spec)
@@ -100,6 +106,8 @@ class ModelRepo:
               meta: Mapping[str, Any], memory: Mapping[str, Any] | None = None,
               version: int = 1) -> ModelEntry:
         """Write model.yaml (architecture, memory, metadata) and the weights."""
+        from safetensors.torch import save_file
+
         directory = self.root / check_name(name)
         (directory / str(version)).mkdir(parents=True, exist_ok=True)
         doc = {"name": name, **dict(meta), "architecture": _plain(spec.to_dict()), "memory": dict(memory or {})}

@@ -10,10 +10,7 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 
-from service.engine import state_delta
-from service.engine.state import SessionState
-from service.engine.state_delta import Chain
-from service.errors import Conflict, NotFound, StateError, TooLarge
+from service.errors import Conflict, NotFound
 from service.sessions.codec import decode_frame, encode_frame, pack_result, unpack_result
 from service.sessions.model import Attempts, Event, Failure, PassProgress, SessionMeta
 from service.store.base import Store
@@ -22,9 +19,6 @@ META_LOCK_TTL_S = 10.0
 META_LOCK_WAIT_S = 5.0
 PARTS = ("meta", "frames", "masks", "results", "state", "progress", "events", "lease", "source", "attempts",
          "failure", "weights")
-# Deltas a pass's checkpoint chain may hold before the next checkpoint is written full again: bounds
-# what a resume reads and what the repeated small tensors (usage, hidden state) cost in the store.
-MAX_DELTAS = 16
 
 
 class SessionRecords:
@@ -109,50 +103,21 @@ class SessionRecords:
         raw = await self.store.hget(self.key(sid, "results"), str(frame))
         return None if raw is None else unpack_result(raw)
 
-    async def put_state_data(self, sid: str, direction: str, data: bytes, limit: int | None = None) -> int:
-        """Store a pass's full state record (state_codec.encode), refusing one over ``limit``; the
-        deltas of the chain it replaces go in the same transaction."""
-        _check_limit(direction, len(data), limit)
-        stale = [_delta_field(direction, i) for i in range(1, MAX_DELTAS + 1)]
-        await self.store.hupdate(self.key(sid, "state"), {direction: data, _count_field(direction): b"0"}, stale)
-        return len(data)
-
-    async def put_state_delta(self, sid: str, direction: str, seq: int, data: bytes, full_bytes: int,
-                              limit: int | None = None) -> int:
-        """Store delta ``seq`` (1..MAX_DELTAS) of a pass's chain; ``full_bytes`` is the state's whole size,
-        which ``limit`` applies to."""
-        if not 1 <= seq <= MAX_DELTAS:
-            raise ValueError(f"delta {seq} is outside 1..{MAX_DELTAS}")
-        _check_limit(direction, full_bytes, limit)
-        await self.store.hupdate(self.key(sid, "state"),
-                                 {_delta_field(direction, seq): data, _count_field(direction): str(seq).encode()})
-        return len(data)
-
-    async def state(self, sid: str, direction: str) -> SessionState | None:
-        got = await self.checkpoint(sid, direction)
-        return None if got is None else got[0]
-
-    async def checkpoint(self, sid: str, direction: str) -> tuple[SessionState, Chain | None] | None:
-        """A pass's stored state and the chain its next delta may extend (None: write the next one full)."""
-        fields = [direction, _count_field(direction)] + [_delta_field(direction, i) for i in range(1, MAX_DELTAS + 1)]
-        full, count, *deltas = await self.store.hmget(self.key(sid, "state"), fields)
-        if full is None:
-            return None
-        try:
-            n = int(count or b"0")
-        except ValueError:
-            raise StateError(f"the {direction} pass's checkpoint has an unreadable delta count") from None
-        chain = deltas[:n]
-        if len(chain) < n or any(d is None for d in chain):
-            raise StateError(f"the {direction} pass's checkpoint misses deltas of its chain")
-        return state_delta.restore(full, [d for d in chain if d is not None])
-
     async def put_progress(self, sid: str, direction: str, progress: PassProgress) -> None:
         await self.store.hset(self.key(sid, "progress"), direction, progress.to_json())
 
     async def progress(self, sid: str) -> dict[str, PassProgress]:
         raw = await self.store.hgetall(self.key(sid, "progress"))
         return {k: PassProgress.from_json(v) for k, v in raw.items()}
+
+    async def enqueue(self, sid: str, request_id: str | None = None, trace: dict[str, str] | None = None) -> None:
+        """A job for the session; the request id and trace context (if any) follow it into the worker."""
+        fields = {"session": sid.encode()}
+        if request_id:
+            fields["request_id"] = request_id.encode()
+        for key, value in (trace or {}).items():
+            fields[f"trace.{key}"] = value.encode()
+        await self.store.job_push(self.jobs, fields)
 
     async def put_weights(self, sid: str, key: str, blob: bytes) -> None:
         """Per-sequence adapted weights (engine.adaptation), by their key."""
@@ -201,16 +166,3 @@ class SessionRecords:
         await self.store.delete(*[self.key(sid, p) for p in PARTS])
         await self.store.srem(self.active, sid)
 
-
-def _count_field(direction: str) -> str:
-    return f"{direction}#n"
-
-
-def _delta_field(direction: str, seq: int) -> str:
-    return f"{direction}#{seq}"
-
-
-def _check_limit(direction: str, size: int, limit: int | None) -> None:
-    if limit is not None and size > limit:
-        raise TooLarge(f"the memory state of the {direction} pass is {size} bytes, over the limit of "
-                       f"{limit} (IMOS_MAX_STATE_BYTES); lower size or max_long_term_elements")

@@ -21,7 +21,6 @@ from service.sessions.records import SessionRecords
 from service.sessions.source import unpack_source
 from service.settings import Settings
 from service.tracing import Tracing
-from service.worker.runner import enqueue
 
 # Frames appended per step while a one-shot run already computes: each append is a few store round
 # trips plus a job for the worker, so single frames would cost more than they overlap.
@@ -145,7 +144,7 @@ class SessionService:
             first = idx if first < 0 else first
         await self.records.touch(sid)
         if meta.open and meta.run is not None:
-            await enqueue(self.records, sid)
+            await self.records.enqueue(sid)
         return first, have + len(checked)
 
     async def annotate(self, sid: str, tenant: str, frame: int, mask: np.ndarray) -> tuple[int, ...]:
@@ -201,7 +200,7 @@ class SessionService:
                 run = dataclasses.replace(run, num_frames=await self.records.num_frames(sid))
             await self.records.put_meta(dataclasses.replace(meta, open=False, run=run))
         if run is not None:
-            await enqueue(self.records, sid)
+            await self.records.enqueue(sid)
 
     @staticmethod
     def _next_run(meta: SessionMeta) -> int:
@@ -211,7 +210,7 @@ class SessionService:
         await self._set_run(meta, run)
         await self.records.store.sadd(self.records.active, meta.id)
         await self.records.publish(meta.id, Event("run-started", run.id, total=run.num_frames))
-        await enqueue(self.records, meta.id, request_id, self.tracing.carrier())
+        await self.records.enqueue(meta.id, request_id, self.tracing.carrier())
 
     async def _set_run(self, meta: SessionMeta, run: RunSpec) -> None:
         await self.records.put_meta(dataclasses.replace(meta, run=run))

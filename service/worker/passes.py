@@ -23,7 +23,8 @@ from service.errors import StateError
 from service.metrics import Metrics
 from service.sessions.codec import decode_labels, encode_labels
 from service.sessions.model import BACKWARD, FORWARD, Event, PassProgress, RunSpec, SessionMeta
-from service.sessions.records import MAX_DELTAS, SessionRecords
+from service.sessions.records import SessionRecords
+from service.worker.checkpoints import MAX_DELTAS, Checkpoints
 
 log = logging.getLogger("imos.worker")
 
@@ -162,10 +163,11 @@ async def _write_state(records: SessionRecords, ctx: RunContext, cur: PassCursor
                                                      max_deltas=MAX_DELTAS), state, cur.chain)
     if record.kind == "delta":
         whole = state_codec.payload_bytes(state, ctx.state_fp16)
-        await records.put_state_delta(ctx.sid, cur.direction, record.chain.seq, record.data, whole,
+        await Checkpoints(records).put_state_delta(ctx.sid, cur.direction, record.chain.seq, record.data, whole,
                                       limit=ctx.max_state_bytes)
     else:
-        whole = await records.put_state_data(ctx.sid, cur.direction, record.data, limit=ctx.max_state_bytes)
+        whole = await Checkpoints(records).put_state_data(ctx.sid, cur.direction, record.data,
+                                                          limit=ctx.max_state_bytes)
     cur.chain = record.chain
     return record.kind, len(record.data), whole
 
@@ -180,7 +182,7 @@ async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[
             out.append(PassCursor(d, None, 0))
             continue
         try:
-            state, chain = await records.checkpoint(sid, d) or (None, None)
+            state, chain = await Checkpoints(records).checkpoint(sid, d) or (None, None)
         except StateError as exc:
             # Written by a newer build (a rolling upgrade moved the session here) or damaged: the pass
             # starts again from its anchor. The frames come out the same; those already published are

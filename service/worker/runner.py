@@ -105,7 +105,7 @@ class Worker:
                 continue
             if await self.has_work(sid):
                 log.info("adopting an orphaned session", extra={"session": sid, "worker": self.id})
-                await enqueue(self.records, sid)
+                await self.records.enqueue(sid)
             elif not await self._exists(sid):
                 await self.records.store.srem(self.records.active, sid)
 
@@ -156,7 +156,7 @@ class Worker:
                 self.metrics.active_sessions.dec()
             await self.records.store.lease_release(lease, self.id)
         if await self.has_work(sid):
-            await enqueue(self.records, sid)
+            await self.records.enqueue(sid)
 
     async def _keep_lease(self, lease: str) -> None:
         """Refresh the lease while a long step runs (a sequence's adaptation, a first TensorRT frame):
@@ -249,14 +249,3 @@ class Worker:
             if not p.finished and (0 <= p.cursor < available or not meta.open):
                 return True
         return False
-
-
-async def enqueue(records: SessionRecords, sid: str, request_id: str | None = None,
-                  trace: dict[str, str] | None = None) -> None:
-    """A job for the session; the request id and trace context (if any) follow it into the worker."""
-    fields = {"session": sid.encode()}
-    if request_id:
-        fields["request_id"] = request_id.encode()
-    for key, value in (trace or {}).items():
-        fields[f"trace.{key}"] = value.encode()
-    await records.store.job_push(records.jobs, fields)

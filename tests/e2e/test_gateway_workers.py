@@ -1,10 +1,12 @@
-"""`imos gateway` + two `imos worker`s sharing the real Redis: sessions spread over both workers."""
+"""`imos gateway` (without torch) + two `imos worker`s on one host sharing the real Redis: sessions spread
+over both workers."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import io
 import json
+import os
 import re
 import subprocess
 import time
@@ -14,7 +16,7 @@ import httpx
 import numpy as np
 
 from service.bench.synthetic_video import moving_ellipses
-from tests.e2e.procs import free_port, imos_process, wait_ready
+from tests.e2e.procs import ROOT, free_port, imos_process, wait_ready
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -78,9 +80,14 @@ def test_gateway_and_two_workers(tiny_repo: Path, redis_url: str, redis_prefix: 
            "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LOG_JSON": "true"}
     logs = [tmp_path / f"{name}.log" for name in ("gateway", "worker1", "worker2")]
     gateway = ["gateway", "--http-port", str(http), "--grpc-port", str(free_port())]
+    # The gateway owns no model: it runs where torch and ONNX Runtime cannot even be imported (the slim image).
+    (tmp_path / "no_torch").mkdir()
+    (tmp_path / "no_torch" / "sitecustomize.py").write_text(
+        "import sys\nfor name in ('torch', 'onnx', 'onnxruntime'):\n    sys.modules[name] = None\n")
+    gateway_env = {**env, "PYTHONPATH": f"{tmp_path / 'no_torch'}{os.pathsep}{ROOT}"}
     # The README's commands: `imos worker &` twice on one host, no port flags; each worker's probes
     # take a free port and the worker prints it.
-    with imos_process(gateway, env, logs[0]) as gw, \
+    with imos_process(gateway, gateway_env, logs[0]) as gw, \
             imos_process(["worker"], env, logs[1]) as w1, imos_process(["worker"], env, logs[2]) as w2:
         url = f"http://127.0.0.1:{http}"
         wait_ready(url, gw, logs[0])

@@ -208,3 +208,19 @@ def test_the_sizing_tool_shipped_in_the_image_runs() -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     runs = [json.loads(line) for line in proc.stdout.splitlines()]
     assert [r["sessions"] for r in runs] == [1, 2] and all(r["state_bytes_per_pass"] > 0 for r in runs)
+
+
+def test_the_gateway_target_installs_no_model_runtime() -> None:
+    """The slim gateway image: `imos gateway` by default, and neither torch nor ONNX Runtime installed."""
+    found = stages()
+    words = dict(found["gateway"])
+    assert words["CMD"] == '["gateway"]' and words["USER"].split(":")[0] not in ("0", "root")
+    build = " ".join(rest for w, rest in found["gateway-build"] if w == "RUN")
+    assert "--without torch onnx onnxruntime" in build and "torch==" not in build
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "deploy" / "docker" / "requirements.py"), str(ROOT / "pyproject.toml"),
+                          "--without", "torch", "onnx", "onnxruntime"], capture_output=True, text=True, check=True)
+    names = {re.split(r"[<>=!~ \[;]", line, maxsplit=1)[0] for line in out.stdout.split()}
+    assert not names & {"torch", "onnx", "onnxruntime"} and {"fastapi", "grpcio", "highdicom"} <= names

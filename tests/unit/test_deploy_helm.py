@@ -177,4 +177,5 @@ def test_cpu_workers_with_an_external_redis() -> None:
     refs = [r["secretRef"]["name"] for r in c["envFrom"] if "secretRef" in r]
     assert refs == ["imos-serve", "imos-extra"]
     assert c["image"] == "imos-serve:cpu"
+    assert container(find(items, "Deployment", "-gateway"))["image"] == "imos-serve:gateway"  # the slim image
     assert not [d for d in items if d["kind"] == "PodDisruptionBudget" and d["metadata"]["name"].endswith("-gateway")]

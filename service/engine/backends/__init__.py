@@ -1,0 +1,3 @@
+"""Stage backends. Importing this package loads none of them (nor torch)."""
+
+BACKENDS = ("torch", "onnx", "tensorrt")

@@ -45,6 +45,10 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{ printf "%s:%s" .Values.image.repository .Values.image.tag }}
 {{- end -}}
 
+{{- define "imos.gatewayImage" -}}
+{{ printf "%s:%s" .Values.image.repository (default .Values.image.tag .Values.gateway.imageTag) }}
+{{- end -}}
+
 {{- define "imos.redisSecretName" -}}
 {{- default (printf "%s-redis" (include "imos.fullname" .)) .Values.redis.auth.existingSecret -}}
 {{- end -}}
