@@ -8,6 +8,7 @@ import numpy as np
 
 from service.settings import Settings
 from service.store.redis_store import RedisStore
+from service.worker.checkpoints import Checkpoints
 from tests.integration.rest_harness import npy_bytes, parse_sse, rest_client
 
 
@@ -59,7 +60,7 @@ def test_rest_flow_on_redis(embedded_settings: Settings, redis_url: str, redis_p
             await client.post(f"/v1/sessions/{sid}/propagate")
             events = parse_sse((await client.get(f"/v1/sessions/{sid}/events")).text)
             assert sorted(e["frame"] for e in events if e["event"] == "frame") == list(range(8))
-            state = await rt.records.state(sid, "forward")
+            state = await Checkpoints(rt.records).state(sid, "forward")
             assert state is not None and state.cursor == 8  # the checkpoint is in Redis
             ttl = await rt.store._r.pttl(rt.records.key(sid, "frames"))  # type: ignore[attr-defined]
             assert 0 < ttl <= settings.session_ttl_s * 1000

@@ -17,11 +17,12 @@ from service.engine.propagate import Propagator
 from service.engine.state import SessionState
 from service.engine.state_delta import Chain
 from service.errors import StateError, TooLarge
-from service.sessions.records import MAX_DELTAS, SessionRecords
+from service.sessions.records import SessionRecords
 from service.settings import Settings
 from service.store.base import Store
 from service.store.memory import MemoryStore
 from service.store.redis_store import RedisStore
+from service.worker.checkpoints import MAX_DELTAS, Checkpoints
 from tests.conftest import moving_sequence
 from tests.integration.rest_harness import npy_bytes, parse_sse, rest_client
 
@@ -51,7 +52,7 @@ def _states(prop: Propagator, n: int) -> list[SessionState]:
 async def _start_chain(records: SessionRecords, base: SessionState) -> Chain:
     """Store ``base`` as the full record of a new chain of the forward pass."""
     token = state_delta.new_token()
-    await records.put_state_data("s", "forward", state_codec.encode(base, chain=token))
+    await Checkpoints(records).put_state_data("s", "forward", state_codec.encode(base, chain=token))
     return Chain.describe(base, token, 0)
 
 
@@ -80,21 +81,21 @@ def test_a_chain_in_the_store_restores_and_a_full_record_drops_its_deltas(store:
 
     async def scenario() -> None:
         chain = await _start_chain(records, states[1])
-        assert _same(await records.state("s", "forward"), states[1])  # type: ignore[arg-type]
+        assert _same(await Checkpoints(records).state("s", "forward"), states[1])  # type: ignore[arg-type]
         for seq, st in ((1, states[2]), (2, states[3])):
             delta = state_delta.encode_delta(st, chain)
             assert delta is not None
-            await records.put_state_delta("s", "forward", seq, delta, state_codec.payload_bytes(st))
+            await Checkpoints(records).put_state_delta("s", "forward", seq, delta, state_codec.payload_bytes(st))
             chain = Chain.describe(st, chain.token, seq)
-            assert _same(await records.state("s", "forward"), st)  # type: ignore[arg-type]
+            assert _same(await Checkpoints(records).state("s", "forward"), st)  # type: ignore[arg-type]
         assert await store.hlen(records.key("s", "state")) == 4  # full, count, 2 deltas
-        restored = await records.checkpoint("s", "forward")  # a resumed pass goes on with the same chain
+        restored = await Checkpoints(records).checkpoint("s", "forward")  # a resumed pass goes on with the same chain
         assert restored is not None and _same(restored[0], states[3])
         assert restored[1] is not None and (restored[1].token, restored[1].seq) == (chain.token, 2)
-        await records.put_state_data("s", "forward", state_codec.encode(states[0]))
+        await Checkpoints(records).put_state_data("s", "forward", state_codec.encode(states[0]))
         assert await store.hlen(records.key("s", "state")) == 2
-        assert _same(await records.state("s", "forward"), states[0])  # type: ignore[arg-type]
-        assert await records.state("s", "backward") is None
+        assert _same(await Checkpoints(records).state("s", "forward"), states[0])  # type: ignore[arg-type]
+        assert await Checkpoints(records).state("s", "backward") is None
         await store.close()
 
     asyncio.run(scenario())
@@ -110,15 +111,15 @@ def test_a_chain_missing_a_delta_or_over_the_limit_is_refused(store: Store, pref
         assert delta is not None
         whole = state_codec.payload_bytes(states[2])
         with pytest.raises(TooLarge, match="IMOS_MAX_STATE_BYTES"):
-            await records.put_state_delta("s", "forward", 1, delta, whole, limit=whole - 1)
+            await Checkpoints(records).put_state_delta("s", "forward", 1, delta, whole, limit=whole - 1)
         with pytest.raises(ValueError):
-            await records.put_state_delta("s", "forward", MAX_DELTAS + 1, delta, whole)
+            await Checkpoints(records).put_state_delta("s", "forward", MAX_DELTAS + 1, delta, whole)
         await store.hset(records.key("s", "state"), "forward#n", b"2")  # says two deltas, holds none
         with pytest.raises(StateError, match="misses deltas"):
-            await records.state("s", "forward")
+            await Checkpoints(records).state("s", "forward")
         await store.hset(records.key("s", "state"), "forward#n", b"two")
         with pytest.raises(StateError, match="unreadable delta count"):
-            await records.state("s", "forward")
+            await Checkpoints(records).state("s", "forward")
         await store.close()
 
     asyncio.run(scenario())
@@ -230,7 +231,7 @@ def test_an_unreadable_checkpoint_recomputes_the_pass_from_its_anchor(store: Sto
         for t, labels in expected.items():
             got = await records.result("s", t)
             assert got is not None and np.array_equal(decode_labels(got[1]), labels), t
-        state, _ = await records.checkpoint("s", "forward") or (None, None)
+        state, _ = await Checkpoints(records).checkpoint("s", "forward") or (None, None)
         assert state is not None and state.cursor == 10  # the recomputed pass left a readable checkpoint
         await store.close()
 
