@@ -48,6 +48,7 @@ class Runtime:
     engine: Engine | None = None
     worker: Worker | None = None
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # gateway jobs running after their reply
 
 
 def make_store(settings: Settings, embedded: bool) -> Store:

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.auth import KeyRing, bearer
 from service.errors import ImosError, InvalidInput, failure_error
+from service.gateway.decoding import check_frame_count, decode_volume, read_options
 from service.gateway.grpc_convert import (
     EventConverter,
     Message,
@@ -31,8 +32,6 @@ from service.gateway.grpc_errors import ExplicitStatus, abort_with, code_for
 from service.gateway.grpc_register import register
 from service.gateway.grpc_track import TrackCall
 from service.gateway.protos import load_protos
-from service.io.medical.detect import load_volume
-from service.io.read_options import window_options
 from service.runtime import Runtime
 from service.sessions.model import RunSpec
 from service.sessions.service import with_deadline
@@ -131,12 +130,12 @@ class PropagationServicer:
         if request.sequence_file:
             if request.frames:
                 raise InvalidInput("send frames or sequence_file, not both")
-            options = window_options(request.window or None)
-            volume = await asyncio.to_thread(load_volume, request.sequence_file,
-                                             request.sequence_filename or None, None, options)
+            volume = await decode_volume(self.rt.settings, request.sequence_file, request.sequence_filename or None,
+                                         read_options(self.rt.settings, request.window or None))
             frames, source = volume.frames, pack_source(volume)
         else:
             source = None
+            check_frame_count(self.rt.settings, len(request.frames))
             frames = await asyncio.to_thread(
                 lambda: [image_from_proto(im, f"frame {i}") for i, im in enumerate(request.frames)])
         meta = await self.sessions.create(tenant, frames, settings=settings, labels=labels, source=source)

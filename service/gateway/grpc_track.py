@@ -98,10 +98,10 @@ class TrackCall:
         if msg.index != self.received:
             raise InvalidInput(f"frame index {msg.index} is out of order: expected {self.received} "
                                f"(frames are numbered 0, 1, 2, ... in the order they are sent)")
-        image = image_from_proto(msg.image, f"frame {msg.index}")
+        image = await asyncio.to_thread(image_from_proto, msg.image, f"frame {msg.index}")  # off the event loop
         mask = None
         if msg.HasField("mask"):
-            mask = mask_from_proto(msg.mask, f"the mask of frame {msg.index}")
+            mask = await asyncio.to_thread(mask_from_proto, msg.mask, f"the mask of frame {msg.index}")
             # checked before the frame is stored, so a bad mask leaves the session as it was
             check_mask(mask, (int(image.shape[0]), int(image.shape[1])), self.max_objects)
         await self.sessions.append(self.sid, self.tenant, [image])

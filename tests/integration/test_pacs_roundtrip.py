@@ -109,3 +109,27 @@ def test_cli_dicomweb_pull_and_store(orthanc: OrthancServer, tiny_repo: Path, mo
     with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
         stored = c.retrieve_series(study, str(written.SeriesInstanceUID))
     assert [pydicom.dcmread(io.BytesIO(b)).SOPInstanceUID for b in stored] == [written.SOPInstanceUID]
+
+
+def test_dicomweb_series_over_the_frame_limit_is_refused(orthanc: OrthancServer, embedded_settings: Settings,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """IMOS_MAX_FRAMES applies to a series pulled from the PACS too: 413 before anything runs or is stored."""
+    frames = [np.full((32, 32), 40 + 10 * t, np.uint8) for t in range(6)]
+    study, series, _ = _upload(orthanc, frames)
+    user, password = orthanc.auth
+    monkeypatch.setenv("IMOS_PACS__MAIN__URL", orthanc.dicomweb)
+    monkeypatch.setenv("IMOS_PACS__MAIN__USERNAME", user)
+    monkeypatch.setenv("IMOS_PACS__MAIN__PASSWORD", password)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:16, 8:16] = 1
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings.model_copy(update={"max_frames": 4})) as (client, rt):
+            r = await client.post("/v1/dicomweb/segment", data={"pacs": "main", "study": study, "series": series,
+                                  "frame": "0"}, files={"mask": ("m.npy", npy_bytes(mask))})
+            assert r.status_code == 413 and r.json()["code"] == "too_large", r.text
+            assert await rt.store.smembers(rt.records.active) == set()
+
+    asyncio.run(scenario())
+    with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
+        assert len(c.retrieve_series(study, series)) == 6  # only the uploaded series: no SEG was stored

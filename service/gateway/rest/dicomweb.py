@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 
 from service.errors import ImosError
+from service.gateway.decoding import read_options
 from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import json_map, read_limited
 from service.io.outputs import parse_names
-from service.io.read_options import window_options
 from service.pacs import resolve
 from service.pacs_job import PacsRequest, fetch_inputs, publish_result, run_pacs_job, summary
 from service.runtime import Runtime
@@ -37,7 +37,7 @@ async def dicomweb_segment(pacs: str = Form(..., description="configured PACS na
     names = {int(k): v for k, v in json_map(labels, "labels").items() if k.isdigit()} if labels else {}
     upload = await read_limited(mask, rt.settings.max_request_bytes, "mask") if mask is not None else None
     req = PacsRequest(resolve(pacs), study, series, frame, direction, names or parse_names(None),
-                      window_options(window), upload, annotation_series, store)
+                      read_options(rt.settings, window), upload, annotation_series, store)
     volume, ann, frame_k = await fetch_inputs(req)
     meta = await rt.sessions.create(who, volume.frames)
     if wait:
@@ -46,7 +46,9 @@ async def dicomweb_segment(pacs: str = Form(..., description="configured PACS na
         finally:
             await rt.sessions.delete(meta.id, who)
         return JSONResponse(summary(result))
-    asyncio.create_task(_background(rt, who, req, volume, ann, frame_k, meta.id))
+    task = asyncio.create_task(_background(rt, who, req, volume, ann, frame_k, meta.id))
+    rt.background.add(task)  # a task without a reference may be collected before it finishes
+    task.add_done_callback(rt.background.discard)
     return JSONResponse({"session": meta.id, "events": f"/v1/sessions/{meta.id}/events?follow=true"},
                         status_code=202)
 

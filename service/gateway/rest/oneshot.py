@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
 from service.errors import InvalidInput, InvalidMask, TooLarge
+from service.gateway.decoding import decode_volume, in_thread, read_options
 from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import json_map, read_limited
-from service.io.medical.detect import load_annotation, load_volume
-from service.io.medical.volume import ReadLimits
+from service.io.medical.detect import load_annotation
 from service.io.outputs import encode_results
-from service.io.read_options import window_options
 from service.runtime import Runtime
 
 router = APIRouter(prefix="/v1", tags=["one-shot"])
@@ -33,14 +30,14 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
                   axis: int | None = Form(None, description="NIfTI voxel axis to slice along"),
                   rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
     s = rt.settings
-    limits = ReadLimits(s.max_request_bytes, s.max_frames, s.max_frame_pixels)
-    options = dataclasses.replace(window_options(window, axis), limits=limits)
+    options = read_options(s, window, axis)
     parts = [await read_limited(part, s.max_request_bytes, "sequence") for part in sequence]
     if sum(len(p) for p in parts) > s.max_request_bytes:
         raise TooLarge(f"the sequence parts exceed {s.max_request_bytes} bytes together")
     source = parts[0] if len(parts) == 1 else parts
-    volume = load_volume(source, sequence[0].filename if len(parts) == 1 else None, options=options)
-    ann = load_annotation(await read_limited(mask, s.max_request_bytes, "mask"), volume, mask.filename)
+    volume = await decode_volume(s, source, sequence[0].filename if len(parts) == 1 else None, options)
+    ann = await in_thread(load_annotation, await read_limited(mask, s.max_request_bytes, "mask"), volume,
+                          mask.filename)
     if frame is not None and ann.frame is not None and frame != ann.frame:
         raise InvalidInput(f"frame {frame} disagrees with the mask, which annotates frame {ann.frame}")
     anchor = frame if frame is not None else ann.frame

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Resp
 from fastapi.responses import StreamingResponse
 
 from service.auth import bearer
+from service.gateway.decoding import decode_volume, in_thread, read_options
 from service.gateway.rest.schemas import FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated, SessionStatus
 from service.gateway.rest.uploads import json_map, read_limited
-from service.io.medical.detect import load_volume
 from service.io.sequence import decode_mask_upload
 from service.runtime import Runtime
 from service.sessions.source import pack_source
@@ -37,12 +37,14 @@ async def create_session(sequence: UploadFile | None = File(None), settings: str
                          labels: str | None = Form(None),
                          stream: bool = Form(False, description="a live stream: masks propagate while frames "
                                                                 "and annotations arrive; end it with POST /close"),
+                         window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),
+                         axis: int | None = Form(None, description="NIfTI voxel axis to slice along"),
                          rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> SessionCreated:
     frames: list[np.ndarray] = []
     source = None
     if sequence is not None:
         data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
-        volume = load_volume(data, sequence.filename)
+        volume = await decode_volume(rt.settings, data, sequence.filename, read_options(rt.settings, window, axis))
         frames, source = volume.frames, pack_source(volume)
     meta = await rt.sessions.create(who, frames, stream=stream, settings=json_map(settings, "settings"),
                                     labels=json_map(labels, "labels"), source=source)
@@ -54,7 +56,7 @@ async def create_session(sequence: UploadFile | None = File(None), settings: str
 async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime = Depends(runtime),
                         who: str = Depends(tenant)) -> FramesAdded:
     data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
-    frames = load_volume(data, sequence.filename).frames
+    frames = (await decode_volume(rt.settings, data, sequence.filename)).frames
     first, total = await rt.sessions.append(sid, who, frames)
     return FramesAdded(first=first, frames=total)
 
@@ -63,7 +65,8 @@ async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime 
 async def put_mask(sid: str, frame: int, mask: UploadFile = File(...), rt: Runtime = Depends(runtime),
                    who: str = Depends(tenant)) -> MaskSet:
     data = await read_limited(mask, rt.settings.max_request_bytes, "mask")
-    objects = await rt.sessions.annotate(sid, who, frame, decode_mask_upload(data, mask.filename or "mask"))
+    labels = await in_thread(decode_mask_upload, data, mask.filename or "mask")
+    objects = await rt.sessions.annotate(sid, who, frame, labels)
     return MaskSet(frame=frame, objects=list(objects))
 
 
