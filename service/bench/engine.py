@@ -50,7 +50,8 @@ def measure(repo: Path, model: str, backend: str, size: int, frames: int, object
     fps = (len(steady) - 1) / (steady[-1] - steady[0]) if len(steady) > 1 else float("nan")
     return {
         "model": engine.model_id, "backend": engine.stages.name, "device": device, "precision": engine.precision,
-        "size": [size, size], "frames": frames, "objects": objects, "frames_per_s": round(fps, 3),
+        "precision_reason": engine.precision_reason, "size": [size, size], "frames": frames, "objects": objects,
+        "frames_per_s": round(fps, 3),
         "ms_per_frame": round(1000 / fps, 1) if fps == fps else None, "load_s": round(load_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(), "threads": threads, "compile": compile,

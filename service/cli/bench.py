@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--frames", type=int, default=20)
     e.add_argument("--objects", type=int, default=1)
     e.add_argument("--device", default="cpu")
-    e.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (torch), fp16 (CUDA), int8 (onnx); "
-                   "each backend runs the precisions it has")
+    e.add_argument("--precision", default="fp32", help="comma-separated: fp32, bf16 (torch), fp16 (CUDA), int8 "
+                   "(onnx), auto; each backend runs the precisions it has")
     e.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and onnxruntime (default: all cores)")
     e.add_argument("--compile", action="store_true", help="torch backend: torch.compile the stages")
@@ -86,7 +86,10 @@ def _emit(report: dict[str, Any], path: Path | None) -> None:
 
 
 def _has_precision(backend: str, precision: str) -> bool:
-    """onnxruntime on CPU computes in fp32 or int8; int8 exists on the onnx backend only."""
+    """onnxruntime on CPU computes in fp32 or int8; int8 exists on the onnx backend only; auto on all
+    (it reports what it measured and chose)."""
+    if precision == "auto":
+        return True
     return precision in ("fp32", "int8") if backend == "onnx" else precision != "int8"
 
 
