@@ -1,4 +1,4 @@
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint typecheck
 
 setup:
 	scripts/setup.sh
@@ -11,3 +11,6 @@ test: setup
 
 lint: setup
 	.venv/bin/python -m ruff check service tests
+
+typecheck: setup
+	.venv/bin/python -m mypy service

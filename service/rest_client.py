@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import numpy as np
@@ -92,7 +93,7 @@ class RestClient:
                 received += 1  # "published" counts per pass; the client wants the total
                 progress(received, int(ev.get("total") or total))
 
-    def events(self, sid: str, after: str = "0") -> Iterator[dict[str, object]]:
+    def events(self, sid: str, after: str = "0") -> Iterator[dict[str, Any]]:
         """The session's events until its run is done (SSE)."""
         with self.http.stream("GET", f"/v1/sessions/{sid}/events", params={"after": after}) as r:
             _raise_for(r)

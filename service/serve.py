@@ -6,12 +6,16 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import uvicorn
 
 from service.gateway.rest.app import create_app
 from service.runtime import Runtime, build_runtime
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger("imos.serve")
 
@@ -25,14 +29,14 @@ class Running:
     grpc_port: int | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _http: uvicorn.Server | None = None
-    _grpc: object | None = None
+    _grpc: grpc.aio.Server | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         self.runtime.stop.set()
         if self._http is not None:
             self._http.should_exit = True
         if self._grpc is not None:
-            await self._grpc.stop(grace_s)  # type: ignore[attr-defined]
+            await self._grpc.stop(grace_s)
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.runtime.store.close()
 
@@ -57,12 +61,12 @@ async def start(settings: Settings, role: str) -> Running:
 
 
 async def _start_http(running: Running, settings: Settings, health_only: bool, port: int | None = None) -> None:
-    tls = {}
-    if settings.tls_cert_file is not None:
-        tls = {"ssl_certfile": str(settings.tls_cert_file), "ssl_keyfile": str(settings.tls_key_file)}
+    tls = settings.tls_cert_file is not None
     config = uvicorn.Config(create_app(running.runtime, health_only), host=settings.http_host,
                             port=settings.http_port if port is None else port, log_level="warning",
-                            lifespan="off", timeout_graceful_shutdown=5, **tls)
+                            lifespan="off", timeout_graceful_shutdown=5,
+                            ssl_certfile=str(settings.tls_cert_file) if tls else None,
+                            ssl_keyfile=str(settings.tls_key_file) if tls else None)
     server = uvicorn.Server(config)
     running._http = server
     running.tasks.append(asyncio.create_task(server.serve()))

@@ -8,6 +8,7 @@ affinity.prefer_gathered on CUDA) and, last as compiling takes a while, fp16 wit
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -66,7 +67,7 @@ def batching(repo: Path, model: str, size: int = 480) -> dict[str, Any]:
     curve = {}
     for batch in (1, 2, 4, 8, 16):
         image = torch.randn(batch, 3, size, size, device="cuda")
-        seconds = _timed(lambda image=image: engine.stages.encode_key(image), 10)
+        seconds = _timed(functools.partial(engine.stages.encode_key, image), 10)
         curve[str(batch)] = round(batch / seconds, 1)
     # aggregate frames/s of 1..8 concurrent sessions through the worker's DynamicBatcher, and without it
     sessions = sessions_curve(engine, size, frames=12)
@@ -76,7 +77,7 @@ def batching(repo: Path, model: str, size: int = 480) -> dict[str, Any]:
 
 def tensorrt_probe() -> dict[str, Any]:
     try:
-        import tensorrt  # type: ignore[import-not-found]
+        import tensorrt
     except ImportError:
         return {"available": False, "reason": "tensorrt is not installed in this image"}
     return {"available": True, "version": tensorrt.__version__}

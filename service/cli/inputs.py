@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from service.errors import InvalidMask
 from service.io.medical.detect import ReadOptions, load_annotation, load_volume
 from service.io.medical.volume import Volume
@@ -26,13 +28,14 @@ def read_volume(path: Path, args: argparse.Namespace) -> Volume:
     return load_volume(path, options=read_options(args))
 
 
-def read_annotation(path: Path, volume: Volume, frame: int | None) -> tuple:  # type: ignore[type-arg]
+def read_annotation(path: Path, volume: Volume, frame: int | None) -> tuple[np.ndarray, int]:
     """-> (mask [H, W], annotated frame). The frame comes from --frame or from the mask file itself."""
     if not path.is_file():
         raise InvalidMask(f"mask file {path} does not exist")
     ann = load_annotation(path.read_bytes(), volume, path.name)
-    if frame is None and ann.frame is None:
+    index = frame if frame is not None else ann.frame
+    if index is None:
         raise InvalidMask("say which frame the mask annotates with --frame K (an index PNG does not say)")
     if frame is not None and ann.frame is not None and frame != ann.frame:
         raise InvalidMask(f"--frame {frame} disagrees with the mask file, which annotates frame {ann.frame}")
-    return ann.mask, (frame if frame is not None else ann.frame)
+    return ann.mask, index

@@ -188,7 +188,8 @@ class DynamicBatcher:
 
 def _take(group: list[_Call], max_batch: int) -> list[_Call]:
     """The oldest calls of a group up to max_batch frames (always at least one call)."""
-    batch, frames = [], 0
+    batch: list[_Call] = []
+    frames = 0
     for call in group:
         if batch and frames + call.size > max_batch:
             break

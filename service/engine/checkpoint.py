@@ -35,14 +35,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _backbone(sd: Mapping[str, torch.Tensor], prefix: str, stages: tuple[str, str, str]) -> BackboneSpec:
     bottleneck = any(k.startswith(f"{prefix}.{stages[0]}.0.conv3") for k in sd)
-    layers = []
-    for stage in stages:
-        idx = {int(m.group(1)) for k in sd if (m := re.match(rf"{re.escape(prefix)}\.{stage}\.(\d+)\.", k))}
-        if not idx:
-            raise CheckpointError(f"checkpoint has no {prefix}.{stage} blocks")
-        layers.append(max(idx) + 1)
+    layers = (_blocks(sd, prefix, stages[0]), _blocks(sd, prefix, stages[1]), _blocks(sd, prefix, stages[2]))
     width = int(sd[f"{prefix}.conv1.weight"].shape[0])
-    return BackboneSpec(block="bottleneck" if bottleneck else "basic", layers=tuple(layers), width=width)  # type: ignore[arg-type]
+    return BackboneSpec(block="bottleneck" if bottleneck else "basic", layers=layers, width=width)
+
+
+def _blocks(sd: Mapping[str, torch.Tensor], prefix: str, stage: str) -> int:
+    """The number of residual blocks of one stage (its highest block index + 1)."""
+    idx = {int(m.group(1)) for k in sd if (m := re.match(rf"{re.escape(prefix)}\.{stage}\.(\d+)\.", k))}
+    if not idx:
+        raise CheckpointError(f"checkpoint has no {prefix}.{stage} blocks")
+    return max(idx) + 1
 
 
 def infer_spec(sd: Mapping[str, torch.Tensor]) -> ModelSpec:

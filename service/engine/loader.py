@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from service.engine.precision import resolve as resolve_precision
 from service.engine.propagate import Propagator
 from service.engine.repo import ModelEntry, ModelRepo
 from service.errors import BackendUnavailable
+
+if TYPE_CHECKING:
+    from service.engine.nn.network import ImosNet
 
 log = logging.getLogger("imos.engine")
 
@@ -151,11 +155,11 @@ def _load(repo_root: Path, name: str, backend: str, device: str, precision: str,
                                         profile=ShapeProfile().with_max_batch(max_batch)))
 
 
-def ensure_onnx(entry: ModelEntry, net: object) -> Path:
+def ensure_onnx(entry: ModelEntry, net: ImosNet) -> Path:
     """Export the stages to ONNX under the entry's build folder unless a current export exists."""
     from service.engine.backends.onnx_export import export_is_current, export_onnx
 
     out = entry.build_dir / "onnx"
-    if not export_is_current(net, out):  # type: ignore[arg-type]
-        export_onnx(net, out)  # type: ignore[arg-type]
+    if not export_is_current(net, out):
+        export_onnx(net, out)
     return out

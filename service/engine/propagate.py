@@ -43,7 +43,7 @@ class FrameResult:
         annotation did not mention keep their prediction outside the drawn pixels.
         """
         dtype = np.uint8 if max(self.object_ids, default=0) < 256 else np.int32
-        out = np.array((0,) + self.object_ids, dtype=dtype)[channel_argmax(self.probs)]
+        out: np.ndarray = np.array((0,) + self.object_ids, dtype=dtype)[channel_argmax(self.probs)]
         if self.annotation is not None:
             given = [o for o in np.unique(self.annotation) if o != 0]
             out = np.where(np.isin(out, given), 0, out)
@@ -56,7 +56,8 @@ def channel_argmax(probs: np.ndarray) -> np.ndarray:
     as numpy's argmax. A pass over the C planes: argmax along the outer axis strides through memory and
     took 4 ms per 480x480 frame here, this about 1 (it runs on every served frame)."""
     if probs.shape[0] > 256:
-        return probs.argmax(0)
+        first: np.ndarray = probs.argmax(0)
+        return first
     best, idx = probs[0], np.zeros(probs.shape[1:], np.uint8)
     for c in range(1, probs.shape[0]):
         above = probs[c] > best

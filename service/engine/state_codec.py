@@ -176,4 +176,6 @@ def _store(m: dict[str, Any], name: str, tensors: dict[str, torch.Tensor]) -> KV
     groups = tuple(tuple(int(o) for o in g) for g in m[f"{name}_groups"])
     values = tuple(tensors[f"{name}.values.{gi}"] for gi in range(len(groups)))
     fields = {f: tensors.get(f"{name}.{f}") for f in _STORE_FIELDS}
-    return KVStore(count_usage=bool(m[f"{name}_count_usage"]), values=values, groups=groups, **fields)
+    return KVStore(count_usage=bool(m[f"{name}_count_usage"]), values=values, groups=groups, key=fields["key"],
+                   shrinkage=fields["shrinkage"], selection=fields["selection"], use_count=fields["use_count"],
+                   life_count=fields["life_count"])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -195,10 +196,11 @@ def _apply(entry: dict[str, object], part: torch.Tensor, tensors: dict[str, torc
 
 def _ranges(entry: dict[str, object], n: int, name: str) -> list[tuple[int, int]]:
     """A take entry's kept ranges, checked: increasing, non-empty, within the base's n columns."""
-    raw = entry.get("ranges")
-    out, last = [], 0
+    raw: Any = entry.get("ranges")  # untrusted JSON: a malformed value raises TypeError or ValueError below
+    out: list[tuple[int, int]] = []
+    last = 0
     try:
-        for a, b in raw:  # type: ignore[union-attr]
+        for a, b in raw:
             if not (isinstance(a, int) and isinstance(b, int) and last <= a < b <= n):
                 raise ValueError
             out.append((a, b))

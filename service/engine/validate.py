@@ -25,7 +25,8 @@ def check_frame(frame: np.ndarray, index: int, shape: tuple[int, int] | None = N
     if np.issubdtype(frame.dtype, np.floating):
         if not np.isfinite(frame).all():
             raise InvalidFrames(f"frame {index} contains NaN or infinite pixel values")
-        return (np.clip(frame, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+        scaled: np.ndarray = (np.clip(frame, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+        return scaled
     if np.issubdtype(frame.dtype, np.integer) or frame.dtype == np.bool_:
         if frame.min() < 0 or frame.max() > 255:
             raise InvalidFrames(f"frame {index} has integer values outside 0..255 ({frame.dtype})")

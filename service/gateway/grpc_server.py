@@ -45,7 +45,8 @@ T = TypeVar("T")
 def resolve_tenant(context: grpc.aio.ServicerContext, keys: KeyRing) -> str:
     """The caller's tenant from 'authorization: Bearer <key>' (or 'x-api-key') call metadata."""
     metadata = {k.lower(): v for k, v in (context.invocation_metadata() or ())}
-    key = bearer(metadata.get("authorization")) or metadata.get("x-api-key")
+    auth = metadata.get("authorization")  # str: only '-bin' metadata keys carry bytes
+    key = bearer(auth if isinstance(auth, str) else None) or metadata.get("x-api-key")
     return keys.tenant_for(key if isinstance(key, str) else None)
 
 

@@ -10,8 +10,9 @@ out as soon as the worker publishes them, whatever the client is sending.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from types import ModuleType
+from typing import Any
 
 from service.engine.validate import check_mask
 from service.errors import Conflict, InvalidInput, failure_error
@@ -50,8 +51,8 @@ class TrackCall:
         finally:
             await self._stop_tasks()
 
-    def _spawn(self, coro: object) -> None:
-        self.tasks.append(asyncio.create_task(coro))  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.tasks.append(asyncio.create_task(coro))
 
     async def _stop_tasks(self) -> None:
         for task in self.tasks:

@@ -222,7 +222,7 @@ class SessionService:
         run = meta.run
         current = {d: p for d, p in progress.items() if run and p.run == run.id}
         published = sum(p.published for p in current.values())
-        finished = bool(run) and all(d in current and current[d].finished for d in run.passes())  # type: ignore[union-attr]
+        finished = run is not None and all(d in current and current[d].finished for d in run.passes())
         failure = await self.records.failure(sid, run.id) if run else None
         state = "idle" if run is None else ("failed" if failure else ("done" if finished else "running"))
         return {

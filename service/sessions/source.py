@@ -35,7 +35,7 @@ def pack_source(volume: Volume) -> bytes | None:
             meta = {"kind": "nifti", "affine": src_n.affine.tolist(), "shape": list(src_n.shape),
                     "ornt": src_n.ornt.tolist(), "axis": src_n.axis,
                     "nifti2": isinstance(src_n.header, nib.Nifti2Header)}
-            zf.writestr("header.bin", src_n.header.binaryblock)  # type: ignore[attr-defined]
+            zf.writestr("header.bin", src_n.header.binaryblock)
         else:
             return None
         zf.writestr("meta.json", json.dumps(meta))
@@ -53,8 +53,8 @@ def unpack_source(data: bytes, frames: list[np.ndarray]) -> Volume:
                 src = DicomSource(datasets, tuple(tuple(r) for r in meta["frame_refs"]), meta["modality"],
                                   meta["multiframe"])
                 return Volume(frames=frames, kind="dicom", dicom=src)
-            header_cls = nib.Nifti2Header if meta["nifti2"] else nib.Nifti1Header
-            header = header_cls(binaryblock=zf.read("header.bin"))
+            block = zf.read("header.bin")
+            header = nib.Nifti2Header(binaryblock=block) if meta["nifti2"] else nib.Nifti1Header(binaryblock=block)
             nsrc = NiftiSource(np.array(meta["affine"]), header, tuple(meta["shape"]), np.array(meta["ornt"]),
                                int(meta["axis"]))
             return Volume(frames=frames, kind="nifti", nifti=nsrc)

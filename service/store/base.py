@@ -6,6 +6,7 @@ Two implementations: Redis (shared by gateways and workers) and in-memory
 
 from __future__ import annotations
 
+import builtins
 from typing import Protocol
 
 StreamEntry = tuple[str, dict[str, bytes]]
@@ -36,7 +37,7 @@ class Store(Protocol):
 
     async def sadd(self, key: str, member: str) -> None: ...
     async def srem(self, key: str, member: str) -> None: ...
-    async def smembers(self, key: str) -> set[str]: ...
+    async def smembers(self, key: str) -> builtins.set[str]: ...  # `set` in this class is the method
 
     async def lease_acquire(self, key: str, owner: str, ttl_s: float) -> bool: ...
     async def lease_refresh(self, key: str, owner: str, ttl_s: float) -> bool: ...

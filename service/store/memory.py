@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import itertools
 import time
 from collections import OrderedDict
@@ -55,7 +56,7 @@ class MemoryStore:
     async def delete(self, *keys: str) -> None:
         for key in keys:
             for table in (self._kv, self._hashes, self._streams, self._deadline):
-                table.pop(key, None)  # type: ignore[attr-defined]
+                table.pop(key, None)
 
     async def expire(self, keys: list[str], ttl_s: float) -> None:
         for key in keys:
@@ -99,7 +100,7 @@ class MemoryStore:
     async def srem(self, key: str, member: str) -> None:
         self._sets.get(key, set()).discard(member)
 
-    async def smembers(self, key: str) -> set[str]:
+    async def smembers(self, key: str) -> builtins.set[str]:  # `set` in this class is the method
         return set(self._sets.get(key, set()))
 
     async def lease_acquire(self, key: str, owner: str, ttl_s: float) -> bool:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import builtins
 import functools
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.typing import EncodableT, FieldT
 
 from service.errors import StoreUnavailable
 from service.store.base import StreamEntry
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _GROUP = "workers"
 
 # Atomic "append to hash": the new field is the current length, so concurrent appends never collide.
@@ -24,17 +27,40 @@ _REFRESH = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end"
 
 
-def _guard(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def _guard(fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Turn connection failures into StoreUnavailable (503 / UNAVAILABLE at the edges)."""
 
     @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await fn(*args, **kwargs)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise StoreUnavailable(f"session store unreachable: {type(exc).__name__}") from None
 
     return wrapper
+
+
+# The client is made without decode_responses, so every reply is bytes (redis-py types them bytes | str), and it
+# speaks RESP2, so stream reads are lists: [[stream, [(id, {field: value}), ...]], ...].
+def _raw(reply: bytes | str) -> bytes:
+    return cast(bytes, reply)
+
+
+def _raw_or_none(reply: bytes | str | None) -> bytes | None:
+    return cast("bytes | None", reply)
+
+
+def _text(reply: bytes | str) -> str:
+    return cast(bytes, reply).decode()
+
+
+def _streams(reply: object) -> list[list[Any]]:
+    return cast("list[list[Any]]", reply or [])
+
+
+def _fields(fields: dict[str, bytes]) -> dict[FieldT, EncodableT]:
+    """The same dict as redis-py's field map type (dict is invariant in its key type; redis only reads it)."""
+    return cast("dict[FieldT, EncodableT]", fields)
 
 
 class RedisStore:
@@ -54,7 +80,7 @@ class RedisStore:
 
     @_guard
     async def get(self, key: str) -> bytes | None:
-        return await self._r.get(key)
+        return _raw_or_none(await self._r.get(key))
 
     @_guard
     async def set(self, key: str, value: bytes, ttl_s: float | None = None) -> None:
@@ -78,11 +104,11 @@ class RedisStore:
 
     @_guard
     async def hget(self, key: str, field: str) -> bytes | None:
-        return await self._r.hget(key, field)
+        return _raw_or_none(await self._r.hget(key, field))
 
     @_guard
     async def hgetall(self, key: str) -> dict[str, bytes]:
-        return {k.decode(): v for k, v in (await self._r.hgetall(key)).items()}
+        return {_text(k): _raw(v) for k, v in (await self._r.hgetall(key)).items()}
 
     @_guard
     async def hlen(self, key: str) -> int:
@@ -90,14 +116,14 @@ class RedisStore:
 
     @_guard
     async def hmget(self, key: str, fields: list[str]) -> list[bytes | None]:
-        return list(await self._r.hmget(key, fields)) if fields else []
+        return [_raw_or_none(v) for v in await self._r.hmget(key, fields)] if fields else []
 
     @_guard
     async def hupdate(self, key: str, values: dict[str, bytes], drop: list[str] | None = None) -> None:
         async with self._r.pipeline(transaction=True) as pipe:  # MULTI/EXEC: all or nothing
             if drop:
                 pipe.hdel(key, *drop)
-            pipe.hset(key, mapping=values)  # type: ignore[arg-type]
+            pipe.hset(key, mapping=_fields(values))
             await pipe.execute()
 
     @_guard
@@ -113,8 +139,8 @@ class RedisStore:
         await self._r.srem(key, member)
 
     @_guard
-    async def smembers(self, key: str) -> set[str]:
-        return {m.decode() for m in await self._r.smembers(key)}
+    async def smembers(self, key: str) -> builtins.set[str]:  # `set` in this class is the method
+        return {_text(m) for m in await self._r.smembers(key)}
 
     @_guard
     async def lease_acquire(self, key: str, owner: str, ttl_s: float) -> bool:
@@ -130,21 +156,21 @@ class RedisStore:
 
     @_guard
     async def xadd(self, stream: str, fields: dict[str, bytes], maxlen: int = 100_000) -> str:
-        return (await self._r.xadd(stream, fields, maxlen=maxlen, approximate=True)).decode()
+        return _text(await self._r.xadd(stream, _fields(fields), maxlen=maxlen, approximate=True))
 
     @_guard
     async def hset_and_xadd(self, key: str, field: str, value: bytes, stream: str,
                             fields: dict[str, bytes]) -> str:
         async with self._r.pipeline(transaction=True) as pipe:  # MULTI/EXEC: both or neither
             pipe.hset(key, field, value)
-            pipe.xadd(stream, fields, maxlen=100_000, approximate=True)
+            pipe.xadd(stream, _fields(fields), maxlen=100_000, approximate=True)
             _, entry_id = await pipe.execute()
-        return entry_id.decode()
+        return _text(entry_id)
 
     @_guard
     async def xread(self, stream: str, after: str, block_ms: int, count: int = 100) -> list[StreamEntry]:
         reply = await self._r.xread({stream: after}, count=count, block=max(block_ms, 1))
-        return [(eid.decode(), {k.decode(): v for k, v in f.items()}) for _, entries in reply or []
+        return [(eid.decode(), {k.decode(): v for k, v in f.items()}) for _, entries in _streams(reply)
                 for eid, f in entries]
 
     async def _ensure_group(self, queue: str) -> None:
@@ -160,13 +186,13 @@ class RedisStore:
     @_guard
     async def job_push(self, queue: str, fields: dict[str, bytes]) -> str:
         await self._ensure_group(queue)
-        return (await self._r.xadd(queue, fields)).decode()
+        return _text(await self._r.xadd(queue, _fields(fields)))
 
     @_guard
     async def job_take(self, queue: str, consumer: str, block_ms: int) -> StreamEntry | None:
         await self._ensure_group(queue)
         reply = await self._r.xreadgroup(_GROUP, consumer, {queue: ">"}, count=1, block=max(block_ms, 1))
-        for _, entries in reply or []:
+        for _, entries in _streams(reply):
             for eid, f in entries:
                 return eid.decode(), {k.decode(): v for k, v in f.items()}
         return None

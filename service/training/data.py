@@ -111,7 +111,7 @@ class ClipSampler:
         return ClipBatch(images, labels, valid, tuple(c.source for c in clips))
 
 
-class TrainingClips(IterableDataset):  # type: ignore[type-arg]
+class TrainingClips(IterableDataset):
     """The batches of steps [start, stop). In a DataLoader with N workers, worker w makes steps
     start + w, start + w + N, ...; the loader's round-robin order then yields them in step order."""
 

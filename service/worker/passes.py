@@ -277,7 +277,9 @@ async def _compute_all(records: SessionRecords, ctx: RunContext,
     if not isinstance(ctx.prop.stages, DynamicBatcher):
         return [await compute_pass(records, ctx, c) for c in ready]
     outcomes = await asyncio.gather(*(compute_pass(records, ctx, c) for c in ready), return_exceptions=True)
+    computed: list[tuple[int, SessionState, FrameResult]] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
-    return outcomes  # type: ignore[return-value]
+        computed.append(outcome)
+    return computed

@@ -110,7 +110,7 @@ def calibration_samples(net: ImosNet, memory: MemoryConfig, plan: CalibrationPla
     crop = plan.crop or min(memory.size if memory.size > 0 else _MAX_CROP, _MAX_CROP)
     # Frames at the clips' own size: the model's size setting (or its size rule) would resize them again.
     run_at = memory.with_overrides({"size": crop, "max_upscale": 0, "size_rule": ""})
-    propagator = Propagator(recorder, run_at, "calibration", net.spec.max_objects)  # type: ignore[arg-type]
+    propagator = Propagator(recorder, run_at, "calibration", net.spec.max_objects)
     rng, made = np.random.default_rng(plan.seed), 0
     objects = max(1, min(plan.max_objects, net.spec.max_objects))  # single-object imports take one
     while made < plan.clips:

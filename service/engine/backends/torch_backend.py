@@ -25,7 +25,7 @@ import contextlib
 import copy
 import logging
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -39,9 +39,10 @@ from service.errors import BackendUnavailable
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # (convolution, batch norm) child names that follow each other directly in the network's modules.
 _CONV_BN = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"), ("0", "1"))
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def fold_batchnorm(module: nn.Module) -> nn.Module:
+def fold_batchnorm(module: ModuleT) -> ModuleT:
     """Fold every BatchNorm2d that directly follows a Conv2d into it (eval mode), in place.
 
     The network applies each ``bnX`` right after its ``convX`` (and ``downsample.1`` after
@@ -61,13 +62,15 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 class ChannelsLastMaxPool2d(nn.MaxPool2d):
     """MaxPool2d that pools in channels_last and returns the input's layout (exact: pooling only compares)."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.is_contiguous(memory_format=torch.channels_last):
-            return super().forward(x)
-        return super().forward(x.contiguous(memory_format=torch.channels_last)).contiguous()
+            pooled: torch.Tensor = super().forward(x)
+            return pooled
+        pooled = super().forward(x.contiguous(memory_format=torch.channels_last))
+        return pooled.contiguous()
 
 
-def _fast_max_pool(module: nn.Module) -> nn.Module:
+def _fast_max_pool(module: ModuleT) -> ModuleT:
     """Swap every nn.MaxPool2d for a ChannelsLastMaxPool2d with the same settings, in place."""
     for name, child in module.named_children():
         if type(child) is nn.MaxPool2d:
@@ -139,7 +142,10 @@ class TorchStages:
         net = _fast_max_pool(copy.deepcopy(net))
         if self._dtype == torch.float32:
             return net
-        return fold_batchnorm(net).to(self._dtype).to(memory_format=torch.channels_last)
+        net = fold_batchnorm(net).to(self._dtype)
+        # Module.to converts in place and returns the module; torch's overloads of it omit memory_format.
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        return net
 
     @contextlib.contextmanager
     def _mode(self) -> Iterator[None]:

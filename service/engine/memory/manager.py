@@ -50,9 +50,16 @@ def match(mem: Memory, cfg: MemoryConfig, query_key: torch.Tensor,
     h, w = query_key.shape[-2:]
     work, long = mem.work, mem.long
     use_long = cfg.enable_long_term and long.size > 0
-    keys = torch.cat([long.key, work.key], -1) if use_long else work.key
-    shrink = torch.cat([long.shrinkage, work.shrinkage], -1) if use_long else work.shrinkage
-    assert keys is not None
+    if use_long:
+        # Both stores hold keys here (long.size > 0; the working memory keeps its first and newest frames),
+        # each with its shrinkage: add() gives every frame one and consolidation every prototype.
+        assert long.key is not None and work.key is not None
+        assert long.shrinkage is not None and work.shrinkage is not None
+        keys = torch.cat([long.key, work.key], -1)
+        shrink: torch.Tensor | None = torch.cat([long.shrinkage, work.shrinkage], -1)
+    else:
+        assert work.key is not None
+        keys, shrink = work.key, work.shrinkage
     n_long = long.size if use_long else 0
     groups = [_group_values(work, long if use_long else None, gi) for gi in range(work.num_groups)]
     read = gathered_read if prefer_gathered(keys.device) else dense_read

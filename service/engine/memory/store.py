@@ -68,17 +68,15 @@ class KVStore:
         """Append n key elements (values are appended separately)."""
         n = key.shape[-1]
         ids, next_id = self.lineage()
-        changes: dict[str, torch.Tensor | None] = {
-            "key": _cat(self.key, key),
-            "shrinkage": _cat(self.shrinkage, shrinkage),
-            "selection": _cat(self.selection, selection),
-            "ids": torch.cat([ids, torch.arange(next_id, next_id + n, dtype=torch.int64)]),
-        }
+        use_count, life_count = self.use_count, self.life_count
         if self.count_usage:
             zeros = torch.zeros((1, 1, n), dtype=torch.float32, device=key.device)
-            changes["use_count"] = _cat(self.use_count, zeros)
-            changes["life_count"] = _cat(self.life_count, zeros + _LIFE_START)
-        return dataclasses.replace(self, next_id=next_id + n, **changes)  # type: ignore[arg-type]
+            use_count = _cat(use_count, zeros)
+            life_count = _cat(life_count, zeros + _LIFE_START)
+        return dataclasses.replace(
+            self, key=_cat(self.key, key), shrinkage=_cat(self.shrinkage, shrinkage),
+            selection=_cat(self.selection, selection), use_count=use_count, life_count=life_count,
+            ids=torch.cat([ids, torch.arange(next_id, next_id + n, dtype=torch.int64)]), next_id=next_id + n)
 
     def add_object_values(self, value: torch.Tensor, objects: list[int]) -> KVStore:
         """Append one memory frame's values [K, Cv, n]; objects not yet in a group form a new one."""

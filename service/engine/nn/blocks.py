@@ -40,7 +40,7 @@ def upsample2(g: torch.Tensor) -> torch.Tensor:
 class GConv2d(nn.Conv2d):
     """A Conv2d applied to every object of [B, K, C, H, W]."""
 
-    def forward(self, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, g: torch.Tensor) -> torch.Tensor:
         return unflat(super().forward(flat(g)), g.shape[0])
 
 
@@ -54,7 +54,7 @@ class GroupResBlock(nn.Module):
         self.conv2 = GConv2d(out_dim, out_dim, 3, padding=1)
 
     def forward(self, g: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(F.relu(self.conv1(F.relu(g))))
+        out: torch.Tensor = self.conv2(F.relu(self.conv1(F.relu(g))))
         skip = g if self.downsample is None else self.downsample(g)
         return out + skip
 
@@ -65,7 +65,8 @@ class _BasicConv(nn.Module):
         self.conv = nn.Conv2d(in_dim, out_dim, kernel, padding=(kernel - 1) // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
+        y: torch.Tensor = self.conv(x)
+        return y
 
 
 class ChannelGate(nn.Module):
@@ -103,7 +104,8 @@ class CBAM(nn.Module):
         self.SpatialGate = SpatialGate()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.SpatialGate(self.ChannelGate(x))
+        y: torch.Tensor = self.SpatialGate(self.ChannelGate(x))
+        return y
 
 
 class FeatureFusionBlock(nn.Module):
@@ -118,7 +120,8 @@ class FeatureFusionBlock(nn.Module):
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g = self.block1(broadcast_cat(x, g))
         r = unflat(self.attention(flat(g)), g.shape[0])
-        return self.block2(g + r)
+        out: torch.Tensor = self.block2(g + r)
+        return out
 
 
 def gru_update(values: torch.Tensor, h: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,8 @@ class UpsampleBlock(nn.Module):
 
     def forward(self, skip: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g = upsample2(g) + self.skip_conv(skip).unsqueeze(1)
-        return self.out_conv(g)
+        out: torch.Tensor = self.out_conv(g)
+        return out
 
 
 class Decoder(nn.Module):

@@ -40,6 +40,7 @@ class KeyProjection(nn.Module):
         self.d_proj = nn.Conv2d(in_dim, 1, 3, padding=1)
         self.e_proj = nn.Conv2d(in_dim, key_dim, 3, padding=1)
         nn.init.orthogonal_(self.key_proj.weight)
+        assert self.key_proj.bias is not None  # made with bias (Conv2d's default)
         nn.init.zeros_(self.key_proj.bias)
 
     def forward(self, f16: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -33,12 +33,14 @@ class ImosNet(nn.Module):
                      masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """image [B, 3, H, W], f16 [B, C16, h, w], hidden [B, K, Ch, h, w], masks [B, K, H, W]
         -> value [B, K, Cv, h, w], deep-updated hidden [B, K, Ch, h, w]."""
-        return self.value_encoder(image, f16, hidden, masks)
+        out: tuple[torch.Tensor, torch.Tensor] = self.value_encoder(image, f16, hidden, masks)
+        return out
 
     def segment(self, f16: torch.Tensor, f8: torch.Tensor, f4: torch.Tensor, readout: torch.Tensor,
                 hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """readout [B, K, Cv, h, w], hidden [B, K, Ch, h, w] -> logits [B, K, H, W], hidden'."""
-        return self.decoder(f16, f8, f4, readout, hidden)
+        out: tuple[torch.Tensor, torch.Tensor] = self.decoder(f16, f8, f4, readout, hidden)
+        return out
 
 
 class KeyStage(nn.Module):

@@ -29,7 +29,7 @@ class ConvParallelAdapter(nn.Module):
         nn.init.zeros_(self.conv_pw.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv_pw(torch.relu(self.conv_dw(x)))
+        y: torch.Tensor = self.conv_pw(torch.relu(self.conv_dw(x)))
         return y * self.alpha.view(1, -1, 1, 1)
 
 

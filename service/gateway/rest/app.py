@@ -6,6 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -20,13 +21,13 @@ log = logging.getLogger("imos.rest")
 
 def create_app(rt: Runtime, health_only: bool = False) -> FastAPI:
     """The REST app; health_only serves /healthz, /readyz and /metrics alone (the worker role's listener)."""
-    errors_doc = {code: {"model": ErrorOut, "description": text} for code, text in (
+    errors_doc: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut, "description": text} for code, text in (
         (400, "bad input; detail names the problem"), (401, "missing or invalid API key"),
         (404, "unknown, deleted or expired session (or another tenant's)"), (409, "wrong session state"),
         (413, "too large"), (500, "the run failed (code run_failed, failure_code says why) or an internal error"),
         (503, "session store or workers unavailable; retry after Retry-After seconds"),
         (504, "the wait for the run passed its deadline"))}
-    app = FastAPI(title="iMOS Serve", version="0.1.0", responses=errors_doc,  # type: ignore[arg-type]
+    app = FastAPI(title="iMOS Serve", version="0.1.0", responses=errors_doc,
                   description="Propagate one annotated mask through a medical video or volume (iMOS / XMem).")
     app.state.runtime = rt
     errors.install(app)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from fastapi.responses import JSONResponse
 
@@ -12,6 +13,7 @@ from service.errors import ImosError
 from service.gateway.decoding import read_options
 from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import json_map, read_limited
+from service.io.medical.volume import Volume
 from service.io.outputs import parse_names
 from service.pacs import resolve
 from service.pacs_job import PacsRequest, fetch_inputs, publish_result, run_pacs_job, summary
@@ -53,7 +55,7 @@ async def dicomweb_segment(pacs: str = Form(..., description="configured PACS na
                         status_code=202)
 
 
-async def _background(rt: Runtime, who: str, req: PacsRequest, volume, ann, frame_k: int,  # type: ignore[no-untyped-def]
+async def _background(rt: Runtime, who: str, req: PacsRequest, volume: Volume, ann: np.ndarray, frame_k: int,
                       sid: str) -> None:
     try:
         await publish_result(rt, sid, await run_pacs_job(rt, who, req, volume, ann, frame_k, sid))

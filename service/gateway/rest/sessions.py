@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import cast
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Response, UploadFile
@@ -11,7 +12,15 @@ from fastapi.responses import StreamingResponse
 
 from service.auth import bearer
 from service.gateway.decoding import decode_volume, in_thread, read_options
-from service.gateway.rest.schemas import FramesAdded, MaskSet, PropagateIn, RunOut, SessionCreated, SessionStatus
+from service.gateway.rest.schemas import (
+    Direction,
+    FramesAdded,
+    MaskSet,
+    PropagateIn,
+    RunOut,
+    SessionCreated,
+    SessionStatus,
+)
 from service.gateway.rest.uploads import json_map, read_limited
 from service.io.sequence import decode_mask_upload
 from service.runtime import Runtime
@@ -19,7 +28,7 @@ from service.sessions.source import pack_source
 
 
 def runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return request.app.state.runtime
 
 
 def tenant(request: Request) -> str:
@@ -76,7 +85,8 @@ async def propagate(request: Request, sid: str, body: PropagateIn | None = None,
                     who: str = Depends(tenant)) -> RunOut:
     run = await rt.sessions.propagate(sid, who, (body or PropagateIn()).direction,
                                       request_id=getattr(request.state, "request_id", None))
-    return RunOut(id=run.id, direction=run.direction, anchors=list(run.anchors),  # type: ignore[arg-type]
+    # RunSpec.direction is one of DIRECTIONS: SessionService.propagate refuses any other
+    return RunOut(id=run.id, direction=cast(Direction, run.direction), anchors=list(run.anchors),
                   stream=run.stream, num_frames=run.num_frames)
 
 

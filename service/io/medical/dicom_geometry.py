@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import SupportsFloat, SupportsIndex
 
 import numpy as np
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from service.errors import InvalidFrames
 from service.io.medical.intensity import Rescale, Window
@@ -51,8 +53,10 @@ def order_by_position(positions: np.ndarray, orientations: np.ndarray) -> Orderi
 
 
 def _floats(value: object, n: int) -> list[float] | None:
+    if not isinstance(value, Iterable):
+        return None
     try:
-        out = [float(v) for v in value]  # type: ignore[attr-defined]
+        out = [float(v) for v in value]
     except (TypeError, ValueError):
         return None
     return out if len(out) == n else None
@@ -117,11 +121,13 @@ def float_or_none(value: object) -> float | None:
     if value is None or value == "":
         return None
     try:
-        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-            value = value[0]  # type: ignore[index]
-        return float(value)  # type: ignore[arg-type]
+        if isinstance(value, (list, tuple, MultiValue)):
+            value = value[0]
+        if isinstance(value, (str, bytes, bytearray, SupportsFloat, SupportsIndex)):  # what float() takes
+            return float(value)
     except (TypeError, ValueError, IndexError):
-        return None
+        pass
+    return None
 
 
 def rescale_of(ds: Dataset, frame: int | None = None) -> Rescale:

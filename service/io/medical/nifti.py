@@ -140,7 +140,7 @@ def write_labelmap(volume: Volume, labels: list[np.ndarray]) -> bytes:
 
 
 def _encode(data: np.ndarray, src: NiftiSource) -> bytes:
-    header = src.header.copy()  # type: ignore[attr-defined]
+    header = src.header.copy()
     header.set_data_dtype(data.dtype)
     header.set_slope_inter(1.0, 0.0)
     header.set_intent("label")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydicom.dataset import Dataset
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 VolumeKind = Literal["dicom", "nifti", "video", "images"]
 
@@ -55,7 +58,7 @@ class NiftiSource:
     """
 
     affine: np.ndarray
-    header: object
+    header: nib.Nifti1Header  # a Nifti2Header for NIfTI-2 input (its subclass)
     shape: tuple[int, int, int]
     ornt: np.ndarray
     axis: int
