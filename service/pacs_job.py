@@ -77,6 +77,7 @@ def _first_instance(endpoint: PacsEndpoint, study: str, series: str) -> bytes:
 async def run_pacs_job(rt: Runtime, tenant: str, req: PacsRequest, volume: Volume, mask: np.ndarray,
                        frame: int, sid: str) -> PacsResult:
     """Propagate in session sid, build the SEG, store it (the last step: nothing is stored on failure)."""
+    await rt.sessions.require_worker()
     await rt.sessions.annotate(sid, tenant, frame, mask)
     run = await rt.sessions.propagate(sid, tenant, req.direction)
     await rt.sessions.wait_run(sid, tenant, run.id)

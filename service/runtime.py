@@ -93,4 +93,5 @@ def build_runtime(settings: Settings, role: str, tracing: Tracing | None = None)
                                       ).result()
         metrics.engine.labels(rt.engine.model_id, settings.backend, settings.device, rt.engine.precision).set(1)
         rt.worker = Worker(records, rt.engine, settings, metrics=metrics, tracing=rt.tracing)
+        sessions.local_worker = True
     return rt

@@ -161,6 +161,7 @@ class PropagationServicer:
         sid, direction = request.session_id, direction_name(self.pb2, request.direction)
         masks = [(int(a.frame), mask_from_proto(a.mask, f"the mask of frame {a.frame}"))
                  for a in request.annotations]  # all decoded before any is stored
+        await self.sessions.require_worker()  # Propagate waits for its run: no worker, no wait
         for frame, mask in masks:
             await self.sessions.annotate(sid, tenant, frame, mask)
         run = await self.sessions.propagate(sid, tenant, direction)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -109,6 +110,35 @@ class SessionRecords:
     async def progress(self, sid: str) -> dict[str, PassProgress]:
         raw = await self.store.hgetall(self.key(sid, "progress"))
         return {k: PassProgress.from_json(v) for k, v in raw.items()}
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    async def heartbeat(self, worker: str, ttl_s: float, info: dict[str, str]) -> None:
+        """This worker is alive for ``ttl_s`` more seconds (what gateways' readiness and waits read)."""
+        entry = json.dumps({**info, "expires": time.time() + ttl_s}).encode()
+        await self.store.hset(self.workers, worker, entry)
+
+    async def leave(self, worker: str) -> None:
+        await self.store.hupdate(self.workers, {}, [worker])
+
+    async def live_workers(self) -> dict[str, dict[str, str]]:
+        """Workers whose heartbeat has not expired (expired entries are dropped on the way)."""
+        now, live, stale = time.time(), {}, []
+        for worker, raw in (await self.store.hgetall(self.workers)).items():
+            try:
+                entry = json.loads(raw)
+                alive = float(entry.pop("expires")) > now
+            except (ValueError, KeyError, TypeError):
+                alive, entry = False, {}
+            if alive:
+                live[worker] = {str(k): str(v) for k, v in entry.items()}
+            else:
+                stale.append(worker)
+        if stale:
+            await self.store.hupdate(self.workers, {}, stale)
+        return live
 
     async def enqueue(self, sid: str, request_id: str | None = None, trace: dict[str, str] | None = None) -> None:
         """A job for the session; the request id and trace context (if any) follow it into the worker."""

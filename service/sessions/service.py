@@ -13,7 +13,7 @@ import numpy as np
 
 from service.engine.spec import MemoryConfig
 from service.engine.validate import check_frame, check_frames, check_mask
-from service.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, TooLarge, failure_error
+from service.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, NoWorker, TooLarge, failure_error
 from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
 from service.sessions.model import BACKWARD, BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
@@ -56,6 +56,13 @@ class SessionService:
         self.records, self.settings = records, settings
         self.model, self.max_objects = model, max_objects
         self.tracing = tracing or Tracing()
+        self.local_worker = False  # a worker runs in this process (imos serve): there is always one
+
+    async def require_worker(self) -> None:
+        """For callers that wait for their run: fail now (503) when no worker is alive to run it."""
+        if not self.local_worker and not await self.records.live_workers():
+            raise NoWorker("no worker is running to propagate this request: start `imos worker` "
+                           f"(none has reported in the last {self.settings.lease_ttl_s:g} s)")
 
     async def create(self, tenant: str, frames: Sequence[np.ndarray], *, stream: bool = False,
                      settings: dict[str, str] | None = None, labels: dict[str, str] | None = None,
@@ -86,6 +93,7 @@ class SessionService:
         deletes the session."""
         if direction not in DIRECTIONS:
             raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        await self.require_worker()
         checked = check_frames(frames)
         self._check_limits(len(checked), checked[0])
         if not 0 <= frame < len(checked):

@@ -123,7 +123,8 @@ class RedisStore:
         async with self._r.pipeline(transaction=True) as pipe:  # MULTI/EXEC: all or nothing
             if drop:
                 pipe.hdel(key, *drop)
-            pipe.hset(key, mapping=_fields(values))
+            if values:  # HSET needs at least one field; a pure removal is only the HDEL
+                pipe.hset(key, mapping=_fields(values))
             await pipe.execute()
 
     @_guard

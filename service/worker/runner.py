@@ -67,8 +67,30 @@ class Worker:
 
     async def _take_jobs(self, stop: asyncio.Event) -> None:
         self._stop = stop
-        backoff = 0.5
-        next_reclaim = 0.0
+        beating = asyncio.create_task(self._heartbeats(stop))
+        try:
+            await self._job_loop(stop)
+        finally:
+            beating.cancel()
+            try:
+                await self.records.leave(self.id)
+            except StoreUnavailable:
+                pass  # its heartbeat lapses by itself
+
+    async def _heartbeats(self, stop: asyncio.Event) -> None:
+        """Tell the store this worker is alive, every third of its lease TTL (gateways read it)."""
+        ttl = self.settings.lease_ttl_s
+        info = {"model": self.engine.model_id, "backend": self.engine.stages.name,
+                "device": str(self.engine.stages.device), "precision": self.engine.precision}
+        while not stop.is_set():
+            try:
+                await self.records.heartbeat(self.id, ttl, info)
+            except StoreUnavailable:
+                pass
+            await asyncio.sleep(ttl / 3)
+
+    async def _job_loop(self, stop: asyncio.Event) -> None:
+        backoff, next_reclaim = 0.5, 0.0
         while not stop.is_set():
             try:
                 await self._slots.acquire()

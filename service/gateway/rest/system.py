@@ -19,7 +19,8 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Model loaded (where this process runs one) and store reachable")
+@router.get("/readyz", summary="Store reachable; the model loaded (where this process runs one); for a gateway, "
+            "a live worker")
 async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     checks: dict[str, str] = {}
     try:
@@ -28,6 +29,9 @@ async def readyz(rt: Runtime = Depends(runtime)) -> JSONResponse:
     except StoreUnavailable as exc:
         checks["store"] = str(exc)
     checks["model"] = "ok" if rt.engine is not None or rt.worker is None else "not loaded"
+    if rt.worker is None and checks["store"] == "ok":  # a gateway: ready when a worker is there to run its work
+        checks["workers"] = "ok" if await rt.records.live_workers() else \
+            f"no worker has reported in the last {rt.settings.lease_ttl_s:g} s"
     ready = all(v == "ok" for v in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
