@@ -85,11 +85,18 @@ def read_mask(path: Path) -> np.ndarray:
     return decode_mask(path.read_bytes(), path.name)
 
 
+LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000")  # PIL's format names of lossy codecs
+
+
 def decode_mask(data: bytes, name: str, widen: bool = True) -> np.ndarray:
     """Index-PNG bytes -> int64 labels [H, W] (with ``widen`` off: the image's own integer dtype,
     uint8 for palette and grey PNGs); a palette PNG's indices are the labels."""
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.format in LOSSY_FORMATS:
+                raise InvalidMask(f"{name} is a {im.format} image: lossy compression changes the label values at "
+                                  "every edge (a binary mask comes back with dozens of values, each taken for an "
+                                  "object); send the mask as an index PNG, .npy, NIfTI or DICOM SEG")
             im.load()
             if im.mode in ("P", "L", "I", "I;16", "1"):
                 arr = np.asarray(im)
