@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from service.errors import ImosError
 from service.gateway.decoding import read_options
 from service.gateway.rest.sessions import runtime, tenant
-from service.gateway.rest.uploads import json_map, read_limited
+from service.gateway.rest.uploads import form_fields, json_map, read_limited
 from service.io.medical.volume import Volume
 from service.io.outputs import parse_names
 from service.pacs import resolve
@@ -23,7 +23,9 @@ router = APIRouter(prefix="/v1/dicomweb", tags=["pacs"])
 log = logging.getLogger("imos.pacs")
 
 
-@router.post("/segment", summary="Pull a series over WADO-RS, propagate its annotation, STOW-RS a DICOM SEG back")
+@router.post("/segment", summary="Pull a series over WADO-RS, propagate its annotation, STOW-RS a DICOM SEG back",
+             dependencies=[Depends(form_fields("pacs", "study", "series", "frame", "mask", "annotation_series",
+                                               "direction", "labels", "window", "store", "wait"))])
 async def dicomweb_segment(pacs: str = Form(..., description="configured PACS name or DICOMweb root URL"),
                            study: str = Form(..., description="StudyInstanceUID"),
                            series: str = Form(..., description="SeriesInstanceUID"),

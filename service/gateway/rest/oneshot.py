@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 from service.errors import InvalidInput, InvalidMask, TooLarge
 from service.gateway.decoding import decode_volume, in_thread, read_options
 from service.gateway.rest.sessions import runtime, tenant
-from service.gateway.rest.uploads import json_map, read_limited
+from service.gateway.rest.uploads import form_fields, json_map, read_limited
 from service.io.medical.detect import load_annotation
 from service.io.outputs import encode_results
 from service.runtime import Runtime
@@ -17,7 +17,9 @@ router = APIRouter(prefix="/v1", tags=["one-shot"])
 
 @router.post("/segment", summary="Propagate one mask through a sequence and return every frame's mask",
              responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
-                                          "application/dicom": {}, "application/gzip": {}, "application/json": {}}}})
+                                          "application/dicom": {}, "application/gzip": {}, "application/json": {}}}},
+             dependencies=[Depends(form_fields("sequence", "mask", "frame", "direction", "output", "settings",
+                                               "labels", "window", "axis"))])
 async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip, file, or one part per instance), "
                                                                       "NIfTI, video, zip of PNG/JPEG, .npy"),
                   mask: UploadFile = File(..., description="index PNG, .npy, NIfTI labelmap or DICOM SEG (one slice)"),

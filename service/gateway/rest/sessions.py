@@ -21,7 +21,7 @@ from service.gateway.rest.schemas import (
     SessionCreated,
     SessionStatus,
 )
-from service.gateway.rest.uploads import json_map, read_limited
+from service.gateway.rest.uploads import form_fields, json_map, read_limited
 from service.io.sequence import decode_mask_upload
 from service.runtime import Runtime
 from service.sessions.source import pack_source
@@ -41,7 +41,8 @@ router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
 
 @router.post("", response_model=SessionCreated, status_code=201,
-             summary="Create a session from a sequence (DICOM, NIfTI, video, zip of PNG/JPEG, or .npy)")
+             summary="Create a session from a sequence (DICOM, NIfTI, video, zip of PNG/JPEG, or .npy)",
+             dependencies=[Depends(form_fields("sequence", "settings", "labels", "stream", "window", "axis"))])
 async def create_session(sequence: UploadFile | None = File(None), settings: str | None = Form(None),
                          labels: str | None = Form(None),
                          stream: bool = Form(False, description="a live stream: masks propagate while frames "
@@ -61,7 +62,8 @@ async def create_session(sequence: UploadFile | None = File(None), settings: str
 
 
 @router.post("/{sid}/frames", response_model=FramesAdded,
-             summary="Append frames (any sequence format: zip of images, .npy, one image, DICOM, NIfTI, video)")
+             summary="Append frames (any sequence format: zip of images, .npy, one image, DICOM, NIfTI, video)",
+             dependencies=[Depends(form_fields("sequence"))])
 async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime = Depends(runtime),
                         who: str = Depends(tenant)) -> FramesAdded:
     data = await read_limited(sequence, rt.settings.max_request_bytes, "sequence")
@@ -70,7 +72,8 @@ async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime 
     return FramesAdded(first=first, frames=total)
 
 
-@router.put("/{sid}/masks/{frame}", response_model=MaskSet, summary="Put an annotation (index PNG or .npy) on a frame")
+@router.put("/{sid}/masks/{frame}", response_model=MaskSet, summary="Put an annotation (index PNG or .npy) on a frame",
+            dependencies=[Depends(form_fields("mask"))])
 async def put_mask(sid: str, frame: int, mask: UploadFile = File(...), rt: Runtime = Depends(runtime),
                    who: str = Depends(tenant)) -> MaskSet:
     data = await read_limited(mask, rt.settings.max_request_bytes, "mask")

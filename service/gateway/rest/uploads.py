@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
-from fastapi import UploadFile
+from fastapi import Request, UploadFile
 
 from service.errors import InvalidInput, TooLarge
 
@@ -35,3 +36,21 @@ def json_map(raw: str | None, what: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(isinstance(v, (str, int, float, bool)) for v in value.values()):
         raise InvalidInput(f"{what} must be a JSON object of plain values")
     return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+
+def form_fields(*allowed: str) -> Callable[[Request], Awaitable[None]]:
+    """A route dependency: refuse form fields the route does not know (a typo such as ``format`` for
+    ``output`` must not be ignored silently). The parsed form is cached by Starlette, so the route's own
+    File/Form parameters read it without parsing it again."""
+    known = set(allowed)
+
+    async def check(request: Request) -> None:
+        if "multipart/form-data" not in request.headers.get("content-type", "") and \
+                "application/x-www-form-urlencoded" not in request.headers.get("content-type", ""):
+            return
+        unknown = sorted(set((await request.form()).keys()) - known)
+        if unknown:
+            raise InvalidInput(f"unknown form field(s) {', '.join(map(repr, unknown))}; this route takes "
+                               f"{', '.join(sorted(known))}")
+
+    return check

@@ -1,0 +1,34 @@
+"""Unknown form fields are refused by name (a typo must not be ignored with a 201), on every form route."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from service.settings import Settings
+from tests.integration.rest_harness import npy_bytes, rest_client
+
+
+def test_unknown_form_fields_are_400s_naming_them(embedded_settings: Settings) -> None:
+    frames = np.zeros((3, 32, 32), np.uint8)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 4:12] = 1
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, rt):
+            seq = {"sequence": ("f.npy", npy_bytes(frames))}
+            r = await client.post("/v1/sessions", files=seq, data={"setings": "{}"})
+            assert r.status_code == 400 and "'setings'" in r.json()["detail"] and "settings" in r.json()["detail"]
+            assert await rt.store.smembers(rt.records.active) == set()
+            r = await client.post("/v1/segment", files={**seq, "mask": ("m.npy", npy_bytes(mask))},
+                                  data={"frame": "0", "format": "npy"})
+            assert r.status_code == 400 and "'format'" in r.json()["detail"] and "output" in r.json()["detail"]
+            r = await client.post("/v1/sessions", files=seq, data={"window": "soft-tissue"})
+            assert r.status_code == 201, r.text  # the known fields still work
+            sid = r.json()["id"]
+            r = await client.put(f"/v1/sessions/{sid}/masks/0", files={"mask": ("m.npy", npy_bytes(mask))},
+                                 data={"frame": "0"})
+            assert r.status_code == 400 and "'frame'" in r.json()["detail"]
+
+    asyncio.run(scenario())
