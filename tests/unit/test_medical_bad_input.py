@@ -75,6 +75,16 @@ def _duplicate() -> list[bytes]:
     return SERIES + [_edit(SERIES[3], lambda ds: setattr(ds, "SOPInstanceUID", generate_uid()))]
 
 
+def _anonymised(ds: pydicom.Dataset) -> None:
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID"):
+        setattr(ds, keyword, "")
+
+
+def _seg_of_anonymised() -> bytes:
+    volume = read_dicom_series([_edit(b, _anonymised) for b in SERIES])  # reading works: only the SEG needs them
+    return write_seg(volume, MASKS[:8], "m", "1").data
+
+
 def _seg_as_input() -> bytes:
     volume = read_dicom_series(SERIES)
     return write_seg(volume, MASKS[:8], "m", "1").data
@@ -139,6 +149,8 @@ CASES = [
     Case("SEG of another series", lambda: load_annotation(_other_series_seg(), read_dicom_series(SERIES)),
          InvalidMask, "references no frame"),
     Case("mask without volume format", lambda: load_annotation(b"\x00\x01garbage"), InvalidMask, "unrecognised"),
+    Case("seg of an anonymised series", _seg_of_anonymised, InvalidInput,
+         "lacks SOPClassUID .*SOPInstanceUID .*StudyInstanceUID .*SeriesInstanceUID"),
 ]
 
 

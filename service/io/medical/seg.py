@@ -83,11 +83,29 @@ def _check(volume: Volume, labels: Sequence[np.ndarray]) -> DicomSource:
     ds = src.datasets[0]
     has_geometry = "FrameOfReferenceUID" in ds and ("ImagePositionPatient" in ds or src.multiframe
                                                     and "PerFrameFunctionalGroupsSequence" in ds)
+    _check_identifiers(src)
     if not has_geometry and len(volume) > 1:
         # highdicom (like the standard's plane-based SEG) needs patient geometry to place several frames.
         raise InvalidInput("DICOM SEG output needs a series with patient geometry (frame of reference); this "
                            f"{src.modality} series has none: ask for NIfTI, COCO RLE or PNG masks instead")
     return src
+
+
+_REFERENCED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _check_identifiers(src: DicomSource) -> None:
+    """A SEG references its source images by these UIDs: name the ones an (anonymised) series left empty."""
+    missing = {}
+    for keyword in _REFERENCED_UIDS:
+        empty = sum(1 for ds in src.datasets if not str(ds.get(keyword, "") or "").strip())
+        if empty:
+            missing[keyword] = empty
+    if missing:
+        what = ", ".join(f"{k} (empty on {n} of {len(src.datasets)} instances)" for k, n in missing.items())
+        raise InvalidInput(f"DICOM SEG output needs the source series' identifiers, and this series (anonymised?) "
+                           f"lacks {what}: a SEG references its source images by them. Restore them, or ask for "
+                           "NIfTI, COCO RLE or PNG masks instead")
 
 
 def _source_order(src: DicomSource, labels: list[np.ndarray]) -> np.ndarray:
@@ -132,6 +150,7 @@ def _build(sources: list[Dataset], pixels: np.ndarray, kind: str, descriptions: 
             content_description=f"{model_name} propagation"[:_LO_MAX])
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         # highdicom's message explains what the sources lack; scrub in case it quotes a UID.
-        raise InvalidInput(f"DICOM SEG cannot be built for this series: {scrub(str(exc))}") from None
+        detail = scrub(str(exc)).strip("'\" ") or type(exc).__name__
+        raise InvalidInput(f"DICOM SEG cannot be built for this series: {detail}") from None
     seg.SeriesDescription = f"iMOS {model_name}"[:_LO_MAX]
     return seg
