@@ -298,7 +298,12 @@ class SessionService:
         return out
 
     async def results_file(self, sid: str, tenant: str, fmt: str) -> Encoded:
-        """Every frame's mask in fmt; seg and nifti use the geometry kept from a DICOM or NIfTI upload."""
+        """Every frame's mask in fmt; seg and nifti use the geometry kept from a DICOM or NIfTI upload.
+        Before any run there are none (Conflict); during a run, frames not reached yet are background
+        (the status's frames_done says how far it is)."""
+        if (await self.records.meta(sid, tenant)).run is None:
+            raise Conflict("no masks yet: no propagation has run on this session (annotate a frame, then "
+                           "POST .../propagate)")
         labels = await self.all_labels(sid, tenant)
         volume = None
         if fmt in ("seg", "nifti"):

@@ -123,14 +123,20 @@ async def events(sid: str, after: str = Query("0", description="resume after thi
 
 
 @router.get("/{sid}/masks", summary="All masks: png-zip, npy (T x H x W, uint8; uint16 past label 255), "
-            "rle (COCO JSON), seg (DICOM SEG, for a session made from a DICOM series) or nifti (for a NIfTI volume)",
+            "rle (COCO JSON), seg (DICOM SEG, for a session made from a DICOM series) or nifti (for a NIfTI volume); "
+            "409 before any run; headers X-Run-State (running, done, failed) and X-Frames-Done / X-Frames say "
+            "whether the file is complete",
             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
                                          "application/json": {}, "application/dicom": {}, "application/gzip": {}}}})
 async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle|seg|nifti)$"),
                     rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
     enc = await rt.sessions.results_file(sid, who, format)
+    status = await rt.sessions.status(sid, who)
+    # partial results say so: frames the run has not reached yet are background in the file
     return Response(enc.data, media_type=enc.media_type,
-                    headers={"Content-Disposition": f'attachment; filename="{sid}-masks{enc.suffix}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{sid}-masks{enc.suffix}"',
+                             "X-Run-State": str(status["state"]), "X-Frames-Done": str(status["frames_done"]),
+                             "X-Frames": str(status["frames"])})
 
 
 @router.get("/{sid}/masks/{frame}", summary="One frame's mask as an index PNG",
