@@ -104,7 +104,9 @@ def decode_mask(data: bytes, name: str, widen: bool = True) -> np.ndarray:
                     return arr.astype(np.int64)
                 return np.array(arr)  # writable, like the widened copy (PIL's array is read-only)
     except PIL_ERRORS as exc:
-        raise InvalidMask(f"{name} is not a readable mask image: {exc}") from None
+        # PIL's own text names the in-memory buffer (<_io.BytesIO object at 0x...>): say only what failed
+        raise InvalidMask(f"{name} is not a readable mask image ({type(exc).__name__}); send an index PNG, "
+                          ".npy, NIfTI labelmap or DICOM SEG") from None
     raise InvalidMask(f"{name} is a colour image ({im.mode}); a mask must be an index PNG (palette or grey labels)")
 
 

@@ -13,7 +13,17 @@ import numpy as np
 
 from service.engine.spec import MemoryConfig
 from service.engine.validate import check_frame, check_frames, check_mask
-from service.errors import Conflict, DeadlineExceeded, InvalidInput, NotFound, NoWorker, TooLarge, failure_error
+from service.errors import (
+    Conflict,
+    DeadlineExceeded,
+    InvalidInput,
+    InvalidMask,
+    NotFound,
+    NoWorker,
+    TooLarge,
+    failure_error,
+)
+from service.io.medical.detect import load_annotation
 from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
 from service.sessions.model import BACKWARD, BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
@@ -154,6 +164,23 @@ class SessionService:
         if meta.open and meta.run is not None:
             await self.records.enqueue(sid)
         return first, have + len(checked)
+
+    async def read_annotation(self, sid: str, tenant: str, data: bytes, filename: str | None,
+                              frame: int) -> np.ndarray:
+        """Any documented annotation upload (index PNG, .npy, NIfTI labelmap, DICOM SEG) for ``frame`` of this
+        session -> labels [H, W]. A NIfTI or SEG is read against the geometry kept from the session's
+        upload; one that marks another frame is refused."""
+        meta = await self.records.meta(sid, tenant)
+        blob = await self.records.source(sid)
+        volume = None
+        if blob is not None:
+            n = await self.records.num_frames(sid)
+            placeholders = [np.zeros((meta.height, meta.width), np.uint8)] * n  # geometry only
+            volume = unpack_source(blob, placeholders)
+        ann = await asyncio.to_thread(load_annotation, data, volume, filename)
+        if ann.frame is not None and ann.frame != frame:
+            raise InvalidMask(f"the annotation marks frame {ann.frame}, not frame {frame} of this request")
+        return ann.mask
 
     async def annotate(self, sid: str, tenant: str, frame: int, mask: np.ndarray) -> tuple[int, ...]:
         """Store a mask for one frame; on a stream it starts or corrects propagation at once."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, File, Form, Header, Query, Request, Resp
 from fastapi.responses import StreamingResponse
 
 from service.auth import bearer
-from service.gateway.decoding import decode_volume, in_thread, read_options
+from service.gateway.decoding import decode_volume, read_options
 from service.gateway.rest.schemas import (
     Direction,
     FramesAdded,
@@ -22,7 +22,6 @@ from service.gateway.rest.schemas import (
     SessionStatus,
 )
 from service.gateway.rest.uploads import form_fields, json_map, read_limited
-from service.io.sequence import decode_mask_upload
 from service.runtime import Runtime
 from service.sessions.source import pack_source
 
@@ -72,12 +71,13 @@ async def append_frames(sid: str, sequence: UploadFile = File(...), rt: Runtime 
     return FramesAdded(first=first, frames=total)
 
 
-@router.put("/{sid}/masks/{frame}", response_model=MaskSet, summary="Put an annotation (index PNG or .npy) on a frame",
+@router.put("/{sid}/masks/{frame}", response_model=MaskSet,
+            summary="Put an annotation (index PNG, .npy, NIfTI labelmap or DICOM SEG) on a frame",
             dependencies=[Depends(form_fields("mask"))])
 async def put_mask(sid: str, frame: int, mask: UploadFile = File(...), rt: Runtime = Depends(runtime),
                    who: str = Depends(tenant)) -> MaskSet:
     data = await read_limited(mask, rt.settings.max_request_bytes, "mask")
-    labels = await in_thread(decode_mask_upload, data, mask.filename or "mask")
+    labels = await rt.sessions.read_annotation(sid, who, data, mask.filename, frame)
     objects = await rt.sessions.annotate(sid, who, frame, labels)
     return MaskSet(frame=frame, objects=list(objects))
 
