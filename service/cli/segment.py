@@ -127,7 +127,7 @@ def write_outputs(args: argparse.Namespace, volume: Volume, labels: list[np.ndar
         from service.io.medical.preview import contact_sheet, overlay_gif
 
         (out / "preview.gif").write_bytes(overlay_gif(volume.frames, labels, fps=volume.fps or 10.0))
-        (out / "contact_sheet.png").write_bytes(contact_sheet(volume.frames, labels))
+        (out / "contact_sheet.png").write_bytes(contact_sheet(volume.frames, labels, annotated=args.frame))
     return what
 
 

@@ -33,6 +33,7 @@ from service.io.medical import (
     write_seg,
 )
 from service.io.medical.nifti import _frames_of
+from service.io.medical.preview import select_frames
 from tests.medical_builders import ct_series, dev_sequence, enhanced_ct, us_cine
 
 MR_SEQ, CT_SEQ = "hippocampus__003", "deeplesion__000001_02_01_008-023"
@@ -199,3 +200,26 @@ def test_npy_results_use_the_smallest_type_that_holds_the_labels() -> None:
     assert got.dtype == np.uint16 and got.tolist() == [[[0, 300]]]
     with pytest.raises(InvalidInput, match="0..65535"):
         encode_results("npy", [np.array([[-1]], np.int64)])
+
+
+def test_the_contact_sheet_always_shows_and_marks_the_annotated_frame(mr) -> None:
+    frames, masks = mr
+    picked = select_frames(masks)
+    skipped = next(t for t in range(len(frames)) if t not in picked)  # a frame the even spread leaves out
+    plain = Image.open(io.BytesIO(contact_sheet(frames, masks, columns=4))).convert("RGB")
+    marked = Image.open(io.BytesIO(contact_sheet(frames, masks, columns=4, annotated=skipped))).convert("RGB")
+    n = len(picked) + 1
+    assert marked.height == -(-n // 4) * (256 + 16)  # one tile more: the annotated frame is in
+    yellow = np.all(np.asarray(marked) == (255, 220, 0), axis=-1).sum()
+    assert yellow > 3 * 256 and np.all(np.asarray(plain) == (255, 220, 0), axis=-1).sum() == 0
+
+
+def test_plain_text_logs_carry_the_extra_fields() -> None:
+    import logging
+
+    from service.logs import PlainFormatter
+
+    record = logging.makeLogRecord({"msg": "request", "levelname": "INFO", "name": "imos.rest",
+                                    "route": "/v1/segment", "status": 200, "request_id": "abc"})
+    line = PlainFormatter().format(record)
+    assert "request route=/v1/segment status=200 request_id=abc" in line

@@ -62,10 +62,13 @@ def select_frames(labels: Sequence[np.ndarray], count: int = 12) -> list[int]:
 
 
 def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], indices: Sequence[int] | None = None,
-                  columns: int = 4, tile: int = 256) -> bytes:
-    """Selected frames with their overlays in a grid, each captioned with its frame number -> PNG bytes."""
+                  columns: int = 4, tile: int = 256, annotated: int | None = None) -> bytes:
+    """Selected frames with their overlays in a grid, each captioned with its frame number -> PNG bytes.
+    ``annotated``: the frame the mask was drawn on, always shown, captioned so and framed in yellow."""
     _checked(frames, labels)
     picks = list(indices) if indices is not None else select_frames(labels)
+    if annotated is not None and 0 <= annotated < len(frames) and annotated not in picks:
+        picks = sorted(picks + [annotated])
     if not picks or any(not 0 <= t < len(frames) for t in picks):
         raise InvalidInput("contact sheet frame indices must lie within the sequence")
     tiles = [_scaled(overlay(frames[t], labels[t]), tile) for t in picks]
@@ -77,7 +80,11 @@ def contact_sheet(frames: Sequence[np.ndarray], labels: Sequence[np.ndarray], in
     for n, (t, im) in enumerate(zip(picks, tiles)):
         x, y = (n % cols) * cell_w, (n // cols) * cell_h
         sheet.paste(im, (x, y + 16))
-        draw.text((x + 3, y + 2), f"frame {t}", fill=(255, 255, 255))
+        given = t == annotated
+        draw.text((x + 3, y + 2), f"frame {t}" + (" (annotated)" if given else ""),
+                  fill=(255, 220, 0) if given else (255, 255, 255))
+        if given:
+            draw.rectangle((x, y + 16, x + im.width - 1, y + 16 + im.height - 1), outline=(255, 220, 0), width=3)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG", optimize=True)
     return buf.getvalue()
