@@ -4,7 +4,7 @@ A pass that starts with ``adapt_steps`` > 0 tunes a copy of the model's Conv-Par
 decoder on views of its annotated frame (service.training.adapt) and then runs on those weights.
 The weights are kept here under a key that names their input (model, frame, mask, scale, recipe),
 so the two passes of a run share one adaptation; the pass's state carries only the key
-(SessionState.weights), and the tuned tensors travel as one blob (``export`` / ``load``: fp16, the
+(PassState.weights), and the tuned tensors travel as one blob (``export`` / ``load``: fp16, the
 rounding applied at once so that a pass resumed from the blob computes exactly what the pass that
 made it computed). Adapted passes run on the torch backend of the worker's device, outside any
 batcher: their weights are theirs alone.

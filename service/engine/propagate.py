@@ -15,13 +15,14 @@ from service.engine import processor
 from service.engine.adaptation import Adapter, Recipe
 from service.engine.backends.base import Stages
 from service.engine.batching import ClientLease, DynamicBatcher, client_lease
+from service.engine.direction import BOTH, shares_anchor_step
 from service.engine.preprocess import Geometry, image_tensor, mask_tensor, plan_geometry, to_rgb, unpad_probs
 from service.engine.spec import MemoryConfig
-from service.engine.state import BACKWARD, FORWARD, SessionState
+from service.engine.state import BACKWARD, FORWARD, PassState
 from service.engine.validate import check_frame, check_frames, check_mask
 from service.errors import BackendUnavailable, InvalidInput, InvalidMask, StateError
 
-DIRECTIONS = ("both", FORWARD, BACKWARD)
+DIRECTIONS = (BOTH, FORWARD, BACKWARD)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Propagator:
         self.adapter = adapter  # per-sequence adaptation (adapt_steps > 0); None: not offered here
 
     def start(self, frame: np.ndarray, mask: np.ndarray, anchor: int, direction: str,
-              num_frames: int | None) -> tuple[SessionState, FrameResult]:
+              num_frames: int | None) -> tuple[PassState, FrameResult]:
         """Begin one direction at the annotated frame; returns the state and the anchor's result."""
         if direction not in (FORWARD, BACKWARD):
             raise InvalidInput(f"direction must be forward or backward, got {direction!r}")
@@ -88,7 +89,7 @@ class Propagator:
         labels, objects = check_mask(mask, frame.shape[:2], self.max_objects)
         size = self.config.working_size(frame.shape[0], frame.shape[1])
         geo = plan_geometry(frame.shape[0], frame.shape[1], size, self.config.max_upscale)
-        state = SessionState(direction=direction, anchor=anchor, cursor=anchor, num_frames=num_frames,
+        state = PassState(direction=direction, anchor=anchor, cursor=anchor, num_frames=num_frames,
                              object_ids=objects, geometry=geo, config=self.config, model=self.model,
                              core=processor.initial_state(self.config), weights=self._adapt(frame, labels, geo))
         return self.advance(state, frame, labels)
@@ -102,7 +103,7 @@ class Propagator:
         recipe = Recipe(self.config.adapt_steps, self.config.adapt_budget_s, self.config.adapt_decoder)
         return self.adapter.adapt(to_rgb(frame), labels, geo.rh / geo.height, recipe)
 
-    def stages_for(self, state: SessionState) -> Stages:
+    def stages_for(self, state: PassState) -> Stages:
         """The stages a pass runs on: its adapted weights' own, else the engine's."""
         if not state.weights:
             return self.stages
@@ -110,8 +111,8 @@ class Propagator:
             raise StateError("this pass runs on adapted weights, which this engine does not offer")
         return self.adapter.stages(state.weights)
 
-    def advance(self, state: SessionState, frame: np.ndarray,
-                mask: np.ndarray | None = None) -> tuple[SessionState, FrameResult]:
+    def advance(self, state: PassState, frame: np.ndarray,
+                mask: np.ndarray | None = None) -> tuple[PassState, FrameResult]:
         """Process the frame at state.cursor (optionally with a correction mask)."""
         if state.finished:
             raise InvalidInput(f"the {state.direction} pass has already reached the end of the sequence")
@@ -155,7 +156,7 @@ class Propagator:
             pool = None
             if len(wanted) > 1 and isinstance(self.stages, DynamicBatcher):
                 pool = stack.enter_context(ThreadPoolExecutor(len(wanted), "imos-direction"))
-            if len(wanted) == 2 and 0 < anchor < n - 1:
+            if len(wanted) == 2 and shares_anchor_step(anchor, anchor, n - 1):
                 # The anchor step is the same computation in both directions (same frame, mask and
                 # empty memory, memorised by both): do it once and turn the state around.
                 fwd = self.start(first, mask, anchor, FORWARD, n)
@@ -172,7 +173,7 @@ class Propagator:
                 states = _unfinished(stepped, leases)
 
 
-def _unfinished(states: list[SessionState], leases: dict[str, ClientLease]) -> list[SessionState]:
+def _unfinished(states: list[PassState], leases: dict[str, ClientLease]) -> list[PassState]:
     """The states still to step; a finished direction stops being a batcher client."""
     for st in states:
         if st.finished:
@@ -180,7 +181,7 @@ def _unfinished(states: list[SessionState], leases: dict[str, ClientLease]) -> l
     return [st for st in states if not st.finished]
 
 
-Step = tuple[SessionState, FrameResult]
+Step = tuple[PassState, FrameResult]
 
 
 def _each(pool: ThreadPoolExecutor | None, fn: Callable[..., Step], calls: list[tuple[object, ...]]) -> Iterator[Step]:

@@ -1,20 +1,20 @@
-"""SessionState: everything one propagation direction of one sequence remembers, as a value."""
+"""PassState: everything one pass (one direction of one run over one sequence) remembers, as a value."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
+from service.engine.direction import BACKWARD, FORWARD
 from service.engine.preprocess import Geometry
 from service.engine.processor import DirectionState
 from service.engine.spec import MemoryConfig
 
-FORWARD = "forward"
-BACKWARD = "backward"
+__all__ = ["BACKWARD", "FORWARD", "PassState"]
 
 
 @dataclass(frozen=True)
-class SessionState:
+class PassState:
     """One direction of one sequence.
 
     direction: "forward" or "backward"; anchor: the annotated frame it started
@@ -46,7 +46,7 @@ class SessionState:
             return self.cursor < 0
         return self.num_frames is not None and self.cursor >= self.num_frames
 
-    def turned_backward(self) -> SessionState:
+    def turned_backward(self) -> PassState:
         """The backward pass's state after the anchor step, from the forward pass's: the anchor step is
         the same computation in both directions (same frame, mask and empty memory, memorised by both)."""
         return dataclasses.replace(self, direction=BACKWARD, cursor=self.anchor - 1)

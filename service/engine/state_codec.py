@@ -1,4 +1,4 @@
-"""SessionState <-> bytes: a versioned header, a JSON table of tensors, raw data.
+"""PassState <-> bytes: a versioned header, a JSON table of tensors, raw data.
 
 Layout: MAGIC (8 bytes) | version u16 | header length u32 | header JSON | blob.
 The header names every tensor with dtype, shape, offset and length; the blob
@@ -22,7 +22,7 @@ from service.engine.preprocess import Geometry
 from service.engine.presence import Presence
 from service.engine.processor import DirectionState
 from service.engine.spec import MemoryConfig
-from service.engine.state import SessionState
+from service.engine.state import PassState
 from service.errors import StateError
 
 MAGIC = b"IMOSSTAT"
@@ -33,7 +33,7 @@ _FULL_PRECISION = ("use_count", "life_count", "presence.peak")
 _STORE_FIELDS = ("key", "shrinkage", "selection", "use_count", "life_count")
 
 
-def encode(state: SessionState, fp16: bool = False, chain: str | None = None) -> bytes:
+def encode(state: PassState, fp16: bool = False, chain: str | None = None) -> bytes:
     """Serialise; with fp16 the float memory tensors are stored at half precision
     (usage counts stay float32: they accumulate and need the range). ``chain`` names this record as
     the base that later deltas (state_delta) extend."""
@@ -43,7 +43,7 @@ def encode(state: SessionState, fp16: bool = False, chain: str | None = None) ->
     return pack(MAGIC, meta, state_tensors(state), fp16)
 
 
-def state_tensors(state: SessionState) -> dict[str, torch.Tensor]:
+def state_tensors(state: PassState) -> dict[str, torch.Tensor]:
     """Every tensor of the state by its record name (work.key, long.values.0, hidden, ...)."""
     tensors: dict[str, torch.Tensor] = {}
     core = state.core
@@ -84,7 +84,7 @@ def pack(magic: bytes, meta: dict[str, Any], tensors: dict[str, torch.Tensor], f
     return magic + struct.pack("<HI", version, len(header)) + header + blob
 
 
-def payload_bytes(state: SessionState, fp16: bool = False) -> int:
+def payload_bytes(state: PassState, fp16: bool = False) -> int:
     """The tensor bytes a full record of this state holds (its size less the header), without encoding."""
     total = 0
     for name, t in state_tensors(state).items():
@@ -93,7 +93,7 @@ def payload_bytes(state: SessionState, fp16: bool = False) -> int:
     return total
 
 
-def meta_of(state: SessionState) -> dict[str, Any]:
+def meta_of(state: PassState) -> dict[str, Any]:
     core = state.core
     return {
         "direction": state.direction, "anchor": state.anchor, "cursor": state.cursor,
@@ -108,14 +108,14 @@ def meta_of(state: SessionState) -> dict[str, Any]:
     }
 
 
-def decode(data: bytes, device: torch.device | str = "cpu") -> SessionState:
+def decode(data: bytes, device: torch.device | str = "cpu") -> PassState:
     """Inverse of encode; raises StateError on any inconsistency. Tensors come back float32."""
     header, blob = unpack(data, MAGIC)
     return build(header["meta"], {e["name"]: tensor(e, blob, device) for e in header["tensors"]})
 
 
-def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SessionState:
-    """A SessionState from a record's meta and its tensors by name."""
+def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> PassState:
+    """A PassState from a record's meta and its tensors by name."""
     try:
         memory = Memory(work=_store(m, "work", tensors), long=_store(m, "long", tensors), hw=int(m["hw"]))
         core = DirectionState(memory=memory, steps=int(m["steps"]), last_mem=int(m["last_mem"]),
@@ -124,7 +124,7 @@ def build(m: dict[str, Any], tensors: dict[str, torch.Tensor]) -> SessionState:
                               prev_prob=tensors.get("prev.prob"), presence=_presence(tensors))
         g = m["geometry"]
         geometry = Geometry(g["height"], g["width"], g["rh"], g["rw"], tuple(g["pad"]))
-        return SessionState(direction=m["direction"], anchor=int(m["anchor"]), cursor=int(m["cursor"]),
+        return PassState(direction=m["direction"], anchor=int(m["anchor"]), cursor=int(m["cursor"]),
                             num_frames=m["num_frames"], object_ids=tuple(m["object_ids"]),
                             geometry=geometry, config=MemoryConfig(**m["config"]), model=m["model"], core=core,
                             weights=str(m.get("weights", "")))

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from service.engine import state_codec
-from service.engine.state import SessionState
+from service.engine.state import PassState
 from service.errors import StateError
 
 DELTA_MAGIC = b"IMOSDLTA"
@@ -49,7 +49,7 @@ class Chain:
     lineage: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, compare=False)
 
     @staticmethod
-    def describe(state: SessionState, token: str, seq: int) -> Chain:
+    def describe(state: PassState, token: str, seq: int) -> Chain:
         shapes = tuple((n, tuple(t.shape)) for n, t in state_codec.state_tensors(state).items() if _growing(n))
         mem = state.core.memory
         return Chain(token, seq, shapes, (mem.work.epoch, mem.long.epoch),
@@ -69,7 +69,7 @@ def new_token() -> str:
     return secrets.token_hex(8)
 
 
-def next_record(state: SessionState, chain: Chain | None, fp16: bool = False, max_deltas: int = 16) -> Record:
+def next_record(state: PassState, chain: Chain | None, fp16: bool = False, max_deltas: int = 16) -> Record:
     """The next checkpoint of a pass: a delta of ``chain`` while it has fewer than ``max_deltas`` and the
     state continues it, else a full record that starts a new chain."""
     if chain is not None and chain.seq < max_deltas:
@@ -84,7 +84,7 @@ def _growing(name: str) -> bool:
     return name.split(".")[1] in _GROWING if "." in name else False
 
 
-def encode_delta(state: SessionState, chain: Chain, fp16: bool = False) -> bytes | None:
+def encode_delta(state: PassState, chain: Chain, fp16: bool = False) -> bytes | None:
     """Delta number chain.seq + 1 from the chain's last checkpoint to ``state``. A store that dropped
     elements since (a consolidation: its epoch moved) travels whole, one that only grew by its new
     columns. None when the state does not continue the chain (a tensor vanished or shrank): write it full."""
@@ -116,7 +116,7 @@ def encode_delta(state: SessionState, chain: Chain, fp16: bool = False) -> bytes
     return state_codec.pack(DELTA_MAGIC, meta, out, fp16, extra, version=version)
 
 
-def _lineages(state: SessionState, chain: Chain) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def _lineages(state: PassState, chain: Chain) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per store: (the base's element ids, the current ones), where the chain knows them."""
     if chain.lineage is None:
         return {}
@@ -156,13 +156,13 @@ def kept_ranges(base_ids: torch.Tensor, ids: torch.Tensor) -> tuple[int, list[li
     return prefix, [[int(pos[a]), int(pos[b - 1]) + 1] for a, b in zip(starts, ends) if b > a]
 
 
-def decode_chain(full: bytes, deltas: list[bytes], device: torch.device | str = "cpu") -> SessionState:
+def decode_chain(full: bytes, deltas: list[bytes], device: torch.device | str = "cpu") -> PassState:
     """The state a full record and its deltas (in order) describe; StateError if any does not belong."""
     return restore(full, deltas, device)[0]
 
 
 def restore(full: bytes, deltas: list[bytes],
-            device: torch.device | str = "cpu") -> tuple[SessionState, Chain | None]:
+            device: torch.device | str = "cpu") -> tuple[PassState, Chain | None]:
     """decode_chain, and the chain a next delta may extend (None when the record starts no chain), so a
     resumed pass goes on writing deltas where the last worker stopped."""
     header, blob = state_codec.unpack(full, state_codec.MAGIC)

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.engine.direction import BACKWARD, FORWARD
 from service.evaluation.dataset import SequenceInfo
 from service.evaluation.protocol import Protocol
-
-FORWARD, BACKWARD = "forward", "backward"
 
 
 @dataclass(frozen=True)

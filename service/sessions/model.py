@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-BOTH, FORWARD, BACKWARD = "both", "forward", "backward"
-DIRECTIONS = (BOTH, FORWARD, BACKWARD)
+from service.engine.direction import BACKWARD, BOTH, DIRECTIONS, FORWARD
+
+__all__ = ["BACKWARD", "BOTH", "DIRECTIONS", "FORWARD", "Attempts", "Event", "Failure", "PassProgress", "RunSpec",
+           "SessionMeta"]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ memory state, so it needs no torch)."""
 from __future__ import annotations
 
 from service.engine import state_delta
-from service.engine.state import SessionState
+from service.engine.state import PassState
 from service.engine.state_delta import Chain
 from service.errors import StateError, TooLarge
 from service.sessions.records import SessionRecords
@@ -41,11 +41,11 @@ class Checkpoints:
                                  {_delta_field(direction, seq): data, _count_field(direction): str(seq).encode()})
         return len(data)
 
-    async def state(self, sid: str, direction: str) -> SessionState | None:
+    async def state(self, sid: str, direction: str) -> PassState | None:
         got = await self.checkpoint(sid, direction)
         return None if got is None else got[0]
 
-    async def checkpoint(self, sid: str, direction: str) -> tuple[SessionState, Chain | None] | None:
+    async def checkpoint(self, sid: str, direction: str) -> tuple[PassState, Chain | None] | None:
         """A pass's stored state and the chain its next delta may extend (None: write the next one full)."""
         fields = [direction, _count_field(direction)] + [_delta_field(direction, i) for i in range(1, MAX_DELTAS + 1)]
         full, count, *deltas = await self.records.store.hmget(self.records.key(sid, "state"), fields)

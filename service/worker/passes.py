@@ -16,8 +16,9 @@ import numpy as np
 
 from service.engine import state_codec, state_delta
 from service.engine.batching import ClientLease, DynamicBatcher, client_lease
+from service.engine.direction import shares_anchor_step
 from service.engine.propagate import FrameResult, Propagator
-from service.engine.state import SessionState
+from service.engine.state import PassState
 from service.engine.state_delta import Chain
 from service.errors import StateError
 from service.metrics import Metrics
@@ -34,7 +35,7 @@ class PassCursor:
     """A pass in flight: its state (None until started) and frames it has published."""
 
     direction: str
-    state: SessionState | None
+    state: PassState | None
     published: int
     since_checkpoint: int = 0
     chain: Chain | None = None  # this pass's last checkpoint in the store, which a delta may extend
@@ -71,7 +72,7 @@ def next_index(ctx: RunContext, cur: PassCursor) -> int | None:
 
 
 async def compute_pass(records: SessionRecords, ctx: RunContext,
-                       cur: PassCursor) -> tuple[int, SessionState, FrameResult]:
+                       cur: PassCursor) -> tuple[int, PassState, FrameResult]:
     """Process the next frame of one pass (the engine runs in a thread): (frame index, next state,
     result). ``cur`` is not touched, so two passes can compute at once and commit one after the other."""
     t = next_index(ctx, cur)
@@ -92,14 +93,14 @@ async def compute_pass(records: SessionRecords, ctx: RunContext,
     return t, state, res
 
 
-async def _keep_weights(records: SessionRecords, ctx: RunContext, state: SessionState) -> None:
+async def _keep_weights(records: SessionRecords, ctx: RunContext, state: PassState) -> None:
     """A pass that adapted its weights stores them, so that any worker can resume it."""
     if state.weights and ctx.prop.adapter is not None and await records.weights(ctx.sid, state.weights) is None:
         blob = await _in_thread(ctx, ctx.prop.adapter.export, state.weights)
         await records.put_weights(ctx.sid, state.weights, blob)
 
 
-async def _load_weights(records: SessionRecords, ctx: RunContext, state: SessionState) -> None:
+async def _load_weights(records: SessionRecords, ctx: RunContext, state: PassState) -> None:
     """A resumed pass on adapted weights this worker does not hold: load them from the store."""
     adapter = ctx.prop.adapter
     if not state.weights or adapter is None or adapter.has(state.weights):
@@ -110,7 +111,7 @@ async def _load_weights(records: SessionRecords, ctx: RunContext, state: Session
     await _in_thread(ctx, adapter.load, state.weights, blob)
 
 
-async def commit_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor, t: int, state: SessionState,
+async def commit_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor, t: int, state: PassState,
                       res: FrameResult) -> None:
     """Advance the pass's cursor past frame t and publish the frame if this pass owns it."""
     cur.state, cur.since_checkpoint = state, cur.since_checkpoint + 1
@@ -155,7 +156,7 @@ async def checkpoint(records: SessionRecords, ctx: RunContext, cur: PassCursor,
 
 
 async def _write_state(records: SessionRecords, ctx: RunContext, cur: PassCursor,
-                       state: SessionState) -> tuple[str, int, int]:
+                       state: PassState) -> tuple[str, int, int]:
     """Store the pass's state as a delta of its chain when the memory only grew since, else in full:
     (kind, bytes written, bytes of the whole state). Encoded on the engine thread: copying the memory's
     tensors runs torch kernels, which must not start an OpenMP team on the event loop's thread."""
@@ -250,9 +251,8 @@ def shares_anchor(ctx: RunContext, ready: list[PassCursor]) -> bool:
     """True when this round starts both passes on one anchor frame that is the last of neither."""
     if [c.direction for c in ready] != [FORWARD, BACKWARD] or any(c.state is not None for c in ready):
         return False
-    t = ctx.run.start(FORWARD)
-    last_forward = ctx.run.num_frames is not None and t == ctx.run.num_frames - 1
-    return t == ctx.run.start(BACKWARD) and t > 0 and not last_forward
+    last = ctx.run.num_frames - 1 if ctx.run.num_frames is not None else None
+    return shares_anchor_step(ctx.run.start(FORWARD), ctx.run.start(BACKWARD), last)
 
 
 def _lease_ready(ctx: RunContext, cursors: list[PassCursor], ready: list[PassCursor],
@@ -268,7 +268,7 @@ def _lease_ready(ctx: RunContext, cursors: list[PassCursor], ready: list[PassCur
 
 
 async def _compute_all(records: SessionRecords, ctx: RunContext,
-                       ready: list[PassCursor]) -> list[tuple[int, SessionState, FrameResult]]:
+                       ready: list[PassCursor]) -> list[tuple[int, PassState, FrameResult]]:
     """compute_pass of every ready pass: at once when a batcher can join their stage calls (the first
     error raised only after all have returned, so no engine thread outlives the run), else in turn."""
     if shares_anchor(ctx, ready):
@@ -277,7 +277,7 @@ async def _compute_all(records: SessionRecords, ctx: RunContext,
     if not isinstance(ctx.prop.stages, DynamicBatcher):
         return [await compute_pass(records, ctx, c) for c in ready]
     outcomes = await asyncio.gather(*(compute_pass(records, ctx, c) for c in ready), return_exceptions=True)
-    computed: list[tuple[int, SessionState, FrameResult]] = []
+    computed: list[tuple[int, PassState, FrameResult]] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome

@@ -14,7 +14,7 @@ from PIL import Image
 
 from service.engine import state_codec, state_delta
 from service.engine.propagate import Propagator
-from service.engine.state import SessionState
+from service.engine.state import PassState
 from service.engine.state_delta import Chain
 from service.errors import StateError, TooLarge
 from service.sessions.records import SessionRecords
@@ -39,7 +39,7 @@ def prefix(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue("redis_prefix") if "redis" in request.node.callspec.id else "mem"
 
 
-def _states(prop: Propagator, n: int) -> list[SessionState]:
+def _states(prop: Propagator, n: int) -> list[PassState]:
     video, mask = moving_sequence(n, 48, 2)
     st, _ = prop.start(video[0], mask, 0, "forward", n)
     out = [st]
@@ -49,14 +49,14 @@ def _states(prop: Propagator, n: int) -> list[SessionState]:
     return out
 
 
-async def _start_chain(records: SessionRecords, base: SessionState) -> Chain:
+async def _start_chain(records: SessionRecords, base: PassState) -> Chain:
     """Store ``base`` as the full record of a new chain of the forward pass."""
     token = state_delta.new_token()
     await Checkpoints(records).put_state_data("s", "forward", state_codec.encode(base, chain=token))
     return Chain.describe(base, token, 0)
 
 
-def _same(a: SessionState, b: SessionState) -> bool:
+def _same(a: PassState, b: PassState) -> bool:
     ta, tb = state_codec.state_tensors(a), state_codec.state_tensors(b)
     return set(ta) == set(tb) and all(torch.equal(ta[k], tb[k]) for k in ta) and a.cursor == b.cursor
 

@@ -1,4 +1,4 @@
-"""SessionState is a value: serialise anywhere, restore, continue with identical results."""
+"""PassState is a value: serialise anywhere, restore, continue with identical results."""
 
 from __future__ import annotations
 

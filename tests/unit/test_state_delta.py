@@ -14,7 +14,7 @@ from service.engine.backends.torch_backend import TorchStages
 from service.engine.nn.network import ImosNet
 from service.engine.propagate import Propagator
 from service.engine.spec import MemoryConfig
-from service.engine.state import SessionState
+from service.engine.state import PassState
 from service.engine.state_delta import Chain
 from service.errors import StateError
 from tests.conftest import moving_sequence
@@ -28,7 +28,7 @@ def roomy_propagator(tiny_net: ImosNet) -> Propagator:
     return Propagator(TorchStages(tiny_net), cfg, "tiny:1", max_objects=4)
 
 
-def _assert_same(a: SessionState, b: SessionState) -> None:
+def _assert_same(a: PassState, b: PassState) -> None:
     ta, tb = state_codec.state_tensors(a), state_codec.state_tensors(b)
     assert set(ta) == set(tb)
     for name in ta:
@@ -36,7 +36,7 @@ def _assert_same(a: SessionState, b: SessionState) -> None:
     assert state_codec.meta_of(a) == state_codec.meta_of(b)
 
 
-def _states(prop: Propagator, frames: int = 30, late_object_at: int | None = None) -> list[SessionState]:
+def _states(prop: Propagator, frames: int = 30, late_object_at: int | None = None) -> list[PassState]:
     """Every state of a forward pass; with late_object_at, object 2 is first given on that frame."""
     video, mask = moving_sequence(frames, 48, 2)
     first = np.where(mask == 1, 1, 0).astype(mask.dtype) if late_object_at is not None else mask
@@ -49,7 +49,7 @@ def _states(prop: Propagator, frames: int = 30, late_object_at: int | None = Non
     return out
 
 
-def _checkpoint_all(states: list[SessionState], every: int, fp16: bool = False,
+def _checkpoint_all(states: list[PassState], every: int, fp16: bool = False,
                     max_deltas: int = 16) -> tuple[int, int]:
     """Checkpoint as the worker does and check each restore against the full record: (#full, #deltas)."""
     full, deltas, chain = b"", [], None
