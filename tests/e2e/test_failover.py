@@ -4,12 +4,14 @@ uninterrupted run. Five kills at five different frames; then a SIGTERM drain."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -48,6 +50,17 @@ def _holder_pid(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) ->
     raise AssertionError("no worker took the session")
 
 
+def _wait_attempt(r: redis.Redis, prefix: str, sid: str, count: int, timeout_s: float = 20) -> None:
+    """Until the store has counted attempt ``count`` of the session's run (worker/attempts.py)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        raw = r.get(f"{prefix}:s:{sid}:attempts")
+        if raw and json.loads(raw)["count"] == count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"attempt {count} was never counted")
+
+
 def _follow(c: httpx.Client, sid: str, kill_at: int | None, on_kill) -> list[int]:  # type: ignore[no-untyped-def]
     frames: list[int] = []
     with c.stream("GET", f"/v1/sessions/{sid}/events") as resp:
@@ -61,29 +74,52 @@ def _follow(c: httpx.Client, sid: str, kill_at: int | None, on_kill) -> list[int
     return frames
 
 
+def _env(tiny_repo: Path, redis_url: str, redis_prefix: str, **extra: str) -> dict[str, str]:
+    return {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
+            "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LEASE_TTL_S": "1.5",
+            "IMOS_LOG_JSON": "true", **extra}
+
+
+class Cluster:
+    """`imos gateway` and `imos worker`s (spawned on demand) on the real Redis, stopped with ``stack``."""
+
+    def __init__(self, stack: ExitStack, env: dict[str, str], logs: Path) -> None:
+        self.stack, self.env, self.logs = stack, env, logs
+        http = free_port()
+        self.url = f"http://127.0.0.1:{http}"
+        self.gateway = stack.enter_context(imos_process(["gateway", "--http-port", str(http), "--grpc-port",
+                                                         str(free_port())], env, logs / "gw.log"))
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self) -> None:
+        self.workers.append(self.stack.enter_context(imos_process(["worker"], self.env,
+                                                                  self.logs / f"w{len(self.workers)}.log")))
+
+    def ready(self) -> None:
+        wait_ready(self.url, self.gateway, self.logs / "gw.log")
+        time.sleep(2.0)  # workers load the model
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], logs: Path, workers: int = 2) -> Iterator[Cluster]:
+    """A gateway and ``workers`` workers, ready."""
+    with ExitStack() as stack:
+        cluster = Cluster(stack, env, logs)
+        for _ in range(workers):
+            cluster.spawn()
+        cluster.ready()
+        yield cluster
+
+
 def test_sigkill_failover_at_five_frames_then_sigterm_drain(tiny_repo: Path, redis_url: str, redis_prefix: str,
                                                             tmp_path: Path) -> None:
     frames, masks = moving_ellipses(N, 64, 64, 2)
     reference = {r.index: r.labels() for r in
                  load_engine(tiny_repo, "tiny").propagator({"size": SIZE}).run(frames, masks[ANCHOR], ANCHOR)}
-    env = {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
-           "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LEASE_TTL_S": "1.5",
-           "IMOS_CHECKPOINT_EVERY": "4", "IMOS_LOG_JSON": "true"}
-    http = free_port()
+    env = _env(tiny_repo, redis_url, redis_prefix, IMOS_CHECKPOINT_EVERY="4")
     r = redis.Redis.from_url(redis_url)
-    with ExitStack() as stack:
-        gw = stack.enter_context(imos_process(["gateway", "--http-port", str(http), "--grpc-port", str(free_port())],
-                                              env, tmp_path / "gw.log"))
-        workers: list[subprocess.Popen[bytes]] = []
-
-        def spawn() -> None:
-            workers.append(stack.enter_context(imos_process(["worker", "--http-port", "0"], env,
-                                                        tmp_path / f"w{len(workers)}.log")))
-
-        spawn(), spawn()
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, gw, tmp_path / "gw.log")
-        time.sleep(2.0)  # workers load the model
+    with running(env, tmp_path) as cluster:
+        workers, spawn, url = cluster.workers, cluster.spawn, cluster.url
         with httpx.Client(base_url=url, timeout=120) as c:
             for kill_at in (2, 9, 17, 26, 40):
                 sid = _start_session(c, frames, masks[ANCHOR])
@@ -113,28 +149,19 @@ def test_a_session_that_kills_every_worker_ends_as_failed(tiny_repo: Path, redis
     any progress). After IMOS_MAX_ATTEMPTS attempts the next worker ends the run as failed
     (worker_lost) instead of dying too; a healthy session on the same workers finishes normally."""
     frames, masks = moving_ellipses(N, 64, 64, 2)
-    env = {"IMOS_MODEL": "tiny", "IMOS_MODEL_REPO": str(tiny_repo), "IMOS_REDIS_URL": redis_url,
-           "IMOS_KEY_PREFIX": redis_prefix, "IMOS_WORKER_CONCURRENCY": "1", "IMOS_LEASE_TTL_S": "1.5",
-           "IMOS_CHECKPOINT_EVERY": "1000", "IMOS_MAX_ATTEMPTS": "3", "IMOS_LOG_JSON": "true"}
-    http = free_port()
+    env = _env(tiny_repo, redis_url, redis_prefix, IMOS_CHECKPOINT_EVERY="1000", IMOS_MAX_ATTEMPTS="3")
     r = redis.Redis.from_url(redis_url)
-    with ExitStack() as stack:
-        gw = stack.enter_context(imos_process(["gateway", "--http-port", str(http), "--grpc-port", str(free_port())],
-                                              env, tmp_path / "gw.log"))
-        workers: list[subprocess.Popen[bytes]] = []
-
-        def spawn() -> None:
-            workers.append(stack.enter_context(imos_process(["worker"], env, tmp_path / f"w{len(workers)}.log")))
-
-        spawn(), spawn()
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, gw, tmp_path / "gw.log")
-        time.sleep(2.0)  # workers load the model
+    with running(env, tmp_path) as cluster:
+        workers, spawn, url = cluster.workers, cluster.spawn, cluster.url
         with httpx.Client(base_url=url, timeout=120) as c:
-            poison = _start_session(c, frames, masks[ANCHOR])
+            # a long sequence: an attempt must outlast the moment between a worker taking the lease and
+            # this test killing it, even on a loaded machine
+            long_frames, long_masks = moving_ellipses(8 * N, 64, 64, 2)
+            poison = _start_session(c, long_frames, long_masks[ANCHOR])
             started = time.monotonic()
-            for _ in range(3):
-                pid = _holder_pid(r, redis_prefix, poison, timeout_s=20)
+            for attempt in (1, 2, 3):
+                pid = _holder_pid(r, redis_prefix, poison, timeout_s=60)
+                _wait_attempt(r, redis_prefix, poison, attempt)  # a crash comes after the attempt began
                 os.kill(pid, signal.SIGKILL)
                 next(w for w in workers if w.pid == pid).wait(10)
                 spawn()

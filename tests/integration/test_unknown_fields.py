@@ -11,10 +11,14 @@ from service.settings import Settings
 from tests.integration.rest_harness import npy_bytes, rest_client
 
 
-def test_unknown_form_fields_are_400s_naming_them(embedded_settings: Settings) -> None:
-    frames = np.zeros((3, 32, 32), np.uint8)
+def _inputs() -> tuple[np.ndarray, np.ndarray]:
     mask = np.zeros((32, 32), np.uint8)
     mask[4:12, 4:12] = 1
+    return np.zeros((3, 32, 32), np.uint8), mask
+
+
+def test_unknown_form_fields_are_400s_naming_them(embedded_settings: Settings) -> None:
+    frames, mask = _inputs()
 
     async def scenario() -> None:
         async with rest_client(embedded_settings) as (client, rt):
@@ -36,9 +40,7 @@ def test_unknown_form_fields_are_400s_naming_them(embedded_settings: Settings) -
 
 
 def test_masks_before_a_run_are_a_409_and_results_say_how_complete_they_are(embedded_settings: Settings) -> None:
-    frames = np.zeros((3, 32, 32), np.uint8)
-    mask = np.zeros((32, 32), np.uint8)
-    mask[4:12, 4:12] = 1
+    frames, mask = _inputs()
 
     async def scenario() -> None:
         async with rest_client(embedded_settings) as (client, _):
