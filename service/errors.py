@@ -133,12 +133,16 @@ def error_classes() -> tuple[type[ImosError], ...]:
     return tuple(found)
 
 
+def error_class(code: str | None) -> type[ImosError] | None:
+    """The class whose stable ``code`` this is (None for an unknown or missing code)."""
+    return next((cls for cls in error_classes() if cls.code == code), None)
+
+
 def failure_error(code: str | None, message: str | None) -> ImosError:
     """The error a waiting caller raises for a run that failed with ``code``: the request's own fault
     keeps its class (a bad mask is a 400 however late it is found), anything else is RunFailed."""
     text = message or "the propagation run failed"
-    by_code = {cls.code: cls for cls in error_classes()}
-    cls = by_code.get(code or "")
+    cls = error_class(code)
     if cls is not None and cls.expose and cls.http_status < 500:
         return cls(text)
     return RunFailed(text, code or "internal")

@@ -3,7 +3,7 @@
 Every transport reads sequences through ``read_options`` (Settings' IMOS_MAX_FRAMES,
 IMOS_MAX_FRAME_PIXELS and IMOS_MAX_REQUEST_BYTES, checked by the readers before they decode what
 they can: a DICOM series' instance count, a NIfTI header, a zip's member list) and decodes in a
-worker thread (``decode_volume``, ``in_thread``): a large upload decoded on the event loop would stall
+worker thread (``decode_volume``): a large upload decoded on the event loop would stall
 every other request and stream the process serves, gRPC's included.
 """
 
@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from service.errors import TooLarge
 from service.io.medical.detect import ReadOptions, load_volume
 from service.io.medical.volume import ReadLimits, Volume
 from service.io.read_options import window_options
 from service.settings import Settings
-
-T = TypeVar("T")
 
 
 def read_limits(settings: Settings) -> ReadLimits:
@@ -38,10 +35,6 @@ async def decode_volume(settings: Settings, source: bytes | Sequence[bytes] | Pa
     """load_volume with the service's limits, in a thread."""
     opts = options if options is not None else read_options(settings)
     return await asyncio.to_thread(load_volume, source, filename, None, opts)
-
-
-async def in_thread(fn: Callable[..., T], *args: object) -> T:
-    return await asyncio.to_thread(fn, *args)
 
 
 def check_frame_count(settings: Settings, count: int) -> None:

@@ -7,7 +7,7 @@ from typing import NoReturn
 
 import grpc
 
-from service.errors import GENERIC_MESSAGE, ImosError, RunFailed, error_classes
+from service.errors import GENERIC_MESSAGE, ImosError, RunFailed, error_class, error_classes
 
 log = logging.getLogger("imos.grpc")
 
@@ -66,9 +66,9 @@ def from_status(code: grpc.StatusCode, details: str, error: str | None = None) -
     """The domain error a client raises for a failed call: the class of the stable ``error`` code from
     the trailing metadata when it fits the status, else the most general exposed class of the status
     (INVALID_ARGUMENT -> InvalidInput)."""
-    by_code = {cls.code: cls for cls in error_classes()}
-    if error in by_code and by_code[error].grpc_code == code.name:
-        return by_code[error](details)
+    named = error_class(error)
+    if named is not None and named.grpc_code == code.name:
+        return named(details)
     general = [cls for cls in error_classes() if cls.grpc_code == code.name and cls.expose
                and code != grpc.StatusCode.INTERNAL]  # an INTERNAL without a code is no known failure
     if general:

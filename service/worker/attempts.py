@@ -31,14 +31,17 @@ def retryable(exc: BaseException) -> bool:
 
 
 def safe_message(code: str, attempts: int, exc: BaseException | None) -> str:
-    """What the client is told: a domain error's own (safe) message, else only the error's kind."""
+    """What the client is told: a domain error's own (safe) message, else only the error's kind
+    (``exc`` None: the attempts before ended with ``code``, their worker lost or an error of that code)."""
     if isinstance(exc, ImosError) and exc.expose:
         return exc.public_message()
     if isinstance(exc, ImosError):
         return f"the run failed with an internal error ({code}); the server log has the details"
-    if exc is None:
+    if exc is None and code == WORKER_LOST:
         return (f"the run stopped its worker {attempts} times without progress (a crash or the worker "
                 f"ran out of memory); it was given up")
+    if exc is None:
+        return f"the run failed {attempts} times ({code}); it was given up"
     return f"the run failed {attempts} times with an internal error ({type(exc).__name__}); it was given up"
 
 
@@ -85,7 +88,5 @@ async def give_up_if_exhausted(records: SessionRecords, sid: str, attempt: Attem
     if attempt.count <= max_attempts:
         return False
     count = attempt.count - 1
-    await end_run(records, sid, attempt.run, attempt.last_code, safe_message(attempt.last_code, count, None)
-                  if attempt.last_code == WORKER_LOST else
-                  f"the run failed {count} times ({attempt.last_code}); it was given up", count)
+    await end_run(records, sid, attempt.run, attempt.last_code, safe_message(attempt.last_code, count, None), count)
     return True

@@ -14,7 +14,7 @@ from service.engine.batching import BatchConfig, DynamicBatcher, batched
 from service.engine.loader import Engine
 from service.errors import ImosError, NotFound, StoreUnavailable
 from service.metrics import Metrics
-from service.sessions.model import Event
+from service.sessions.model import Event, SessionMeta
 from service.sessions.records import SessionRecords
 from service.settings import Settings
 from service.tracing import Tracing
@@ -203,7 +203,7 @@ class Worker:
             self._count_failure(attempt.last_code)
             return
         try:
-            await self._advance(sid, request_id)
+            await self._advance(sid, meta, request_id)
         except (NotFound, StoreUnavailable):
             raise  # deleted meanwhile / the store is gone: nothing to record it in
         except Exception as exc:
@@ -218,8 +218,8 @@ class Worker:
         if self.metrics is not None:
             self.metrics.runs_failed.labels(code).inc()
 
-    async def _advance(self, sid: str, request_id: str | None = None) -> None:
-        meta = await self.records.meta(sid)
+    async def _advance(self, sid: str, meta: SessionMeta, request_id: str | None = None) -> None:
+        """Advance the run of ``meta`` (read by the attempt that holds the lease)."""
         if meta.run is None:
             return
         run = meta.run

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
 
 from service.errors import InvalidInput, InvalidMask, TooLarge
-from service.gateway.decoding import decode_volume, in_thread, read_options
+from service.gateway.decoding import decode_volume, read_options
 from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import form_fields, json_map, read_limited
 from service.io.medical.detect import load_annotation
@@ -38,7 +40,7 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
         raise TooLarge(f"the sequence parts exceed {s.max_request_bytes} bytes together")
     source = parts[0] if len(parts) == 1 else parts
     volume = await decode_volume(s, source, sequence[0].filename if len(parts) == 1 else None, options)
-    ann = await in_thread(load_annotation, await read_limited(mask, s.max_request_bytes, "mask"), volume,
+    ann = await asyncio.to_thread(load_annotation, await read_limited(mask, s.max_request_bytes, "mask"), volume,
                           mask.filename)
     if frame is not None and ann.frame is not None and frame != ann.frame:
         raise InvalidInput(f"frame {frame} disagrees with the mask, which annotates frame {ann.frame}")
