@@ -28,9 +28,21 @@ from service.io.medical import (
     write_seg,
 )
 from service.io.medical.video import encode_video
-from tests.medical_builders import PATIENT_ID, PATIENT_NAME, ct_series, dev_sequence
+from tests.medical_builders import DATA_DEV, PATIENT_ID, PATIENT_NAME, ct_series, dev_sequence
 
-FRAMES, MASKS = dev_sequence("hippocampus__003")
+
+def _sequence() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A real MR dev sequence where ../shared is present, else generated frames of the same kind: the
+    bad-input cases need a series, not its content."""
+    if (DATA_DEV / "JPEGImages" / "hippocampus__003").is_dir():
+        return dev_sequence("hippocampus__003")
+    from service.bench.synthetic_video import moving_ellipses
+
+    made, made_masks = moving_ellipses(8, 48, 40, 1)
+    return [f[:, :, 0] for f in made], [m.astype(np.int64) for m in made_masks]
+
+
+FRAMES, MASKS = _sequence()
 SERIES = ct_series(FRAMES[:8], spacing=(1, 1, 1), modality="MR", shuffle_seed=None)  # in slice order
 HEADER = pydicom.dcmread(io.BytesIO(SERIES[0]))
 MARKERS = ["MARKERNAME", "SECRET", PATIENT_ID, "ACC-MARKER", "REFERRER", "19700101", "20240102",

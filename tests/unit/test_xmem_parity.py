@@ -44,6 +44,8 @@ def _case_inputs(name: str) -> tuple[np.ndarray, np.ndarray, int, str, MemoryCon
 
 
 def test_synthetic_rule_matches_fixture_checksums() -> None:
+    if not PARITY.is_dir():
+        pytest.skip("../shared/fixtures/xmem_parity is not present")
     manifest = json.loads((PARITY / "manifest.json").read_text())["entries"]
     sums = json.loads((PARITY / "weights_checksums.json").read_text())
     sd = synthetic_state_dict((e["key"], tuple(e["shape"])) for e in manifest)
