@@ -24,3 +24,28 @@ def shares_anchor_step(forward_start: int, backward_start: int, last_frame: int 
     empty memory, memorised by both) is computed once and the state turned around for the backward pass.
     ``last_frame``: the sequence's last index, None while it is still arriving (a stream)."""
     return forward_start == backward_start and forward_start > 0 and forward_start != last_frame
+
+
+def owner(t: int, anchors: tuple[int, ...], passes: tuple[str, ...], stream: bool = False) -> str | None:
+    """Which pass of a run over sorted ``anchors`` publishes frame t: every frame is published exactly once.
+    Between two anchors the nearer one's pass (forward on a tie); while streaming, forward owns every
+    frame from the first anchor on."""
+    first, last = anchors[0], anchors[-1]
+    fwd, bwd = FORWARD in passes, BACKWARD in passes
+    if stream:
+        return FORWARD if t >= first and fwd else (BACKWARD if t < first and bwd else None)
+    if t >= first and fwd and (t >= last or not bwd):
+        return FORWARD
+    if t <= last and bwd and (t < first or not fwd):
+        return BACKWARD
+    if not (fwd and bwd):
+        return None
+    before = max(a for a in anchors if a <= t)
+    after = min(a for a in anchors if a >= t)
+    return FORWARD if t - before <= after - t else BACKWARD
+
+
+def pass_start(direction: str, anchors: tuple[int, ...], stream: bool = False) -> int:
+    """The annotated frame a pass over sorted ``anchors`` begins from: forward the first, backward the
+    last (the first as well while streaming, where corrections only re-anchor the forward pass)."""
+    return anchors[0] if direction == FORWARD or stream else anchors[-1]

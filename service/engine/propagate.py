@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -14,9 +14,9 @@ import torch
 from service.engine import processor
 from service.engine.adaptation import Adapter, Recipe
 from service.engine.backends.base import Stages
-from service.engine.batching import ClientLease, DynamicBatcher, client_lease
-from service.engine.direction import BOTH, shares_anchor_step
+from service.engine.direction import BOTH, owner
 from service.engine.preprocess import Geometry, image_tensor, mask_tensor, plan_geometry, to_rgb, unpad_probs
+from service.engine.scheduler import PassScheduler, PassSlot, pass_slots
 from service.engine.spec import MemoryConfig
 from service.engine.state import BACKWARD, FORWARD, PassState
 from service.engine.validate import check_frame, check_frames, check_mask
@@ -141,55 +141,60 @@ class Propagator:
 
     def run(self, frames: Sequence[np.ndarray], mask: np.ndarray, anchor: int,
             direction: str = "both") -> Iterator[FrameResult]:
-        """Yield every frame's result, forward and backward interleaved; the anchor once."""
+        """Yield every frame's result once (the pass that owns it), forward and backward interleaved:
+        per round the forward pass's frame, then the backward pass's."""
+        anchors = (anchor,)
+        passes = (FORWARD, BACKWARD) if direction == BOTH else (direction,)
+        for stepped, res in self.run_passes(frames, {anchor: mask}, direction):
+            if owner(res.index, anchors, passes) == stepped:
+                yield res
+
+    def run_passes(self, frames: Sequence[np.ndarray], annotations: Mapping[int, np.ndarray],
+                   direction: str = "both") -> Iterator[tuple[str, FrameResult]]:
+        """Run the passes over ``frames`` (forward from the first annotated frame, backward from the
+        last; annotations met on the way are corrections) and yield (direction, result) for every step
+        of every pass, the anchor step of a shared anchor once per pass.
+
+        Each pass is a batcher client while it steps, so a lone session's calls never wait; with a
+        batcher the passes of a round compute in two threads, their stage calls meeting in one batch.
+        """
         if direction not in DIRECTIONS:
             raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
         frames = check_frames(frames)
         n = len(frames)
-        wanted = (FORWARD, BACKWARD) if direction == "both" else (direction,)
-        first = frames[anchor] if 0 <= anchor < n else frames[0]
-        with ExitStack() as stack:
-            # Each direction is a batcher client until it finishes, so a lone session's calls never
-            # wait; with a batcher the two directions step in two threads, their stage calls meeting
-            # in one batch of two, and results are still yielded forward first, then backward.
-            leases = {d: stack.enter_context(client_lease(self.stages)) for d in wanted}
-            pool = None
-            if len(wanted) > 1 and isinstance(self.stages, DynamicBatcher):
-                pool = stack.enter_context(ThreadPoolExecutor(len(wanted), "imos-direction"))
-            if len(wanted) == 2 and shares_anchor_step(anchor, anchor, n - 1):
-                # The anchor step is the same computation in both directions (same frame, mask and
-                # empty memory, memorised by both): do it once and turn the state around.
-                fwd = self.start(first, mask, anchor, FORWARD, n)
-                started = [fwd, (fwd[0].turned_backward(), fwd[1])]
-            else:
-                started = list(_each(pool, self.start, [(first, mask, anchor, d, n) for d in wanted]))
-            yield started[0][1]
-            states = _unfinished([st for st, _ in started], leases)
-            while states:
-                stepped = []
-                for st, res in _each(pool, self.advance, [(st, frames[st.cursor]) for st in states]):
-                    yield res
-                    stepped.append(st)
-                states = _unfinished(stepped, leases)
+        anchors = tuple(sorted(annotations))
+        for a in anchors:
+            if not 0 <= a < n:
+                raise InvalidInput(f"annotated frame {a} is outside the sequence (0..{n - 1})")
+        slots = pass_slots(anchors, (FORWARD, BACKWARD) if direction == BOTH else (direction,))
+        with PassScheduler(slots, self.stages, n, n) as sched, ExitStack() as stack:
+            pool: ThreadPoolExecutor | None = None
+            while (rnd := sched.next_round()) is not None:
+                if rnd.concurrent and pool is None:
+                    pool = stack.enter_context(ThreadPoolExecutor(len(slots), "imos-direction"))
+                calls = [(slot, frames[t], annotations.get(t), n) for slot, t in rnd.to_compute]
+                steps = list(_each(pool if rnd.concurrent else None, self._step, calls))
+                for slot, _, _, res in sched.commit(rnd, steps):
+                    yield slot.direction, res
 
-
-def _unfinished(states: list[PassState], leases: dict[str, ClientLease]) -> list[PassState]:
-    """The states still to step; a finished direction stops being a batcher client."""
-    for st in states:
-        if st.finished:
-            leases[st.direction].release()
-    return [st for st in states if not st.finished]
+    def _step(self, slot: PassSlot, frame: np.ndarray, mask: np.ndarray | None,
+              num_frames: int | None) -> tuple[PassState, FrameResult]:
+        """A pass's next step: its start on its anchor, else the frame at its cursor."""
+        if slot.state is None:
+            if mask is None:
+                raise InvalidInput(f"the {slot.direction} pass starts on frame {slot.start}, which has no mask")
+            return self.start(frame, mask, slot.start, slot.direction, num_frames)
+        return self.advance(slot.state, frame, mask)
 
 
 Step = tuple[PassState, FrameResult]
 
 
-def _each(pool: ThreadPoolExecutor | None, fn: Callable[..., Step], calls: list[tuple[object, ...]]) -> Iterator[Step]:
-    """fn(*args) for each call, in order: one after another (lazily) without a pool, else all at once."""
+def _each(pool: ThreadPoolExecutor | None, fn: Callable[..., Step], calls: Sequence[tuple[object, ...]]) -> list[Step]:
+    """fn(*args) for each call, in order: one after another without a pool, else all at once (every
+    call returns before the first error is raised, so no engine thread outlives the run)."""
     if pool is None:
-        for args in calls:
-            yield fn(*args)
-        return
+        return [fn(*args) for args in calls]
     futures = [pool.submit(fn, *args) for args in calls]
-    for future in futures:
-        yield future.result()
+    wait(futures)
+    return [future.result() for future in futures]

@@ -16,6 +16,7 @@ import numpy as np
 
 from service.engine.flow_fusion import FarnebackParams, backward_flow
 from service.evaluation.passes import PassPlan, compose, split, with_given
+from service.evaluation.trackers import PassByPass
 
 __all__ = ["FarnebackParams", "FlowTracker", "backward_flow", "grey", "warp"]
 
@@ -38,7 +39,7 @@ def warp(mask: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return sampled >= 0.5
 
 
-class FlowTracker:
+class FlowTracker(PassByPass):
     """Farneback flow, per object, frame to frame along each pass."""
 
     name = "flow"

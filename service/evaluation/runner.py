@@ -69,14 +69,13 @@ def predict(tracker: Tracker, seq: SequenceInfo, frames: Sequence[np.ndarray] | 
             annotations: Mapping[str, np.ndarray], on_step: StepCallback | None = None) -> dict[str, np.ndarray]:
     """frame name -> predicted index mask [H, W] for every frame a pass reached."""
     prompts = prompt_masks(seq, protocol, annotations)
-    outputs = []
-    for plan in plan_passes(protocol, len(seq.frame_names), prompts):
-        masks = {}
-        for t, mask in tracker.run_pass(frames, plan):
-            masks[t] = mask
-            if on_step is not None:
-                on_step(1)
-        outputs.append((plan.direction, plan.order[0], masks))
+    plans = plan_passes(protocol, len(seq.frame_names), prompts)
+    masks: dict[str, dict[int, np.ndarray]] = {plan.direction: {} for plan in plans}
+    for direction, t, mask in tracker.run_plans(frames, plans):
+        masks[direction][t] = mask
+        if on_step is not None:
+            on_step(1)
+    outputs = [(plan.direction, plan.order[0], masks[plan.direction]) for plan in plans]
     return {seq.frame_names[t]: m for t, m in combine(outputs).items()}
 
 

@@ -1,7 +1,8 @@
 """What produces the predictions: a model from the repository, or a baseline (empty, copy, flow).
 
-Every tracker runs one PassPlan at a time and yields (frame index, index mask [H, W]) with the
-ground truth's object ids, for each frame of the plan in order.
+Every tracker runs a protocol's PassPlans and yields (direction, frame index, index mask [H, W]) with
+the ground truth's object ids for each step of each plan: the baselines one plan after the other,
+a model's passes together through the engine's pass scheduler.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from service.engine.direction import BOTH
 from service.evaluation.passes import PassPlan, compose, with_given
 
 BASELINES = ("empty", "copy", "flow")
@@ -23,11 +25,26 @@ class Tracker(Protocol):
     name: str
     needs_frames: bool
 
-    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+    def run_plans(self, frames: Sequence[np.ndarray] | None,
+                  plans: Sequence[PassPlan]) -> Iterator[tuple[str, int, np.ndarray]]:
+        """(direction, frame index, index mask) for every step of every plan."""
         ...
 
 
-class EmptyTracker:
+class PassByPass:
+    """Trackers whose passes are independent: run_plans is each plan's run_pass in turn."""
+
+    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+        raise NotImplementedError
+
+    def run_plans(self, frames: Sequence[np.ndarray] | None,
+                  plans: Sequence[PassPlan]) -> Iterator[tuple[str, int, np.ndarray]]:
+        for plan in plans:
+            for t, mask in self.run_pass(frames, plan):
+                yield plan.direction, t, mask
+
+
+class EmptyTracker(PassByPass):
     """Predicts nothing anywhere: the floor every method should beat."""
 
     name = "empty"
@@ -39,7 +56,7 @@ class EmptyTracker:
             yield t, np.zeros(shape, np.uint8)
 
 
-class CopyTracker:
+class CopyTracker(PassByPass):
     """Each given object's mask copied unchanged to every later frame of the pass."""
 
     name = "copy"
@@ -55,7 +72,8 @@ class CopyTracker:
 
 
 class PropagatorTracker:
-    """Any Propagator driven through start / advance, later prompts fed as corrections.
+    """Any Propagator: the plans of a protocol step together through its pass scheduler
+    (Propagator.run_passes), later prompts fed as corrections.
 
     Subclasses set ``self.propagator`` and ``self.name``.
     """
@@ -64,14 +82,14 @@ class PropagatorTracker:
     propagator: Any
     name: str
 
-    def run_pass(self, frames: Sequence[np.ndarray] | None, plan: PassPlan) -> Iterator[tuple[int, np.ndarray]]:
+    def run_plans(self, frames: Sequence[np.ndarray] | None,
+                  plans: Sequence[PassPlan]) -> Iterator[tuple[str, int, np.ndarray]]:
         assert frames is not None
-        start = plan.order[0]
-        state, res = self.propagator.start(frames[start], plan.prompts[start], start, plan.direction, len(frames))
-        yield start, res.labels()
-        for t in plan.order[1:]:
-            state, res = self.propagator.advance(state, frames[t], plan.prompts.get(t))
-            yield t, res.labels()
+        if not plans:
+            return
+        direction = BOTH if len(plans) == 2 else plans[0].direction
+        for stepped, res in self.propagator.run_passes(frames, plans[0].prompts, direction):
+            yield stepped, res.index, res.labels()
 
 
 class ModelTracker(PropagatorTracker):

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.engine.direction import BACKWARD, BOTH, DIRECTIONS, FORWARD
+from service.engine.direction import BACKWARD, BOTH, DIRECTIONS, FORWARD, owner, pass_start
 
 __all__ = ["BACKWARD", "BOTH", "DIRECTIONS", "FORWARD", "Attempts", "Event", "Failure", "PassProgress", "RunSpec",
            "SessionMeta"]
@@ -33,25 +33,11 @@ class RunSpec:
 
     def start(self, direction: str) -> int:
         """The annotated frame a pass begins from."""
-        if self.stream:
-            return self.anchors[0]
-        return self.anchors[0] if direction == FORWARD else self.anchors[-1]
+        return pass_start(direction, self.anchors, self.stream)
 
     def owner(self, t: int) -> str | None:
-        """Which pass publishes frame t: every frame is published exactly once."""
-        first, last = self.anchors[0], self.anchors[-1]
-        fwd, bwd = FORWARD in self.passes(), BACKWARD in self.passes()
-        if self.stream:
-            return FORWARD if t >= first and fwd else (BACKWARD if t < first and bwd else None)
-        if t >= first and fwd and (t >= last or not bwd):
-            return FORWARD
-        if t <= last and bwd and (t < first or not fwd):
-            return BACKWARD
-        if not (fwd and bwd):
-            return None
-        before = max(a for a in self.anchors if a <= t)
-        after = min(a for a in self.anchors if a >= t)
-        return FORWARD if t - before <= after - t else BACKWARD
+        """Which pass publishes frame t: every frame is published exactly once (engine.direction.owner)."""
+        return owner(t, self.anchors, self.passes(), self.stream)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

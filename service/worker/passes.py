@@ -15,15 +15,14 @@ from typing import Any, TypeVar
 import numpy as np
 
 from service.engine import state_codec, state_delta
-from service.engine.batching import ClientLease, DynamicBatcher, client_lease
-from service.engine.direction import shares_anchor_step
 from service.engine.propagate import FrameResult, Propagator
+from service.engine.scheduler import PassScheduler, PassSlot, Round
 from service.engine.state import PassState
 from service.engine.state_delta import Chain
 from service.errors import StateError
 from service.metrics import Metrics
 from service.sessions.codec import decode_labels, encode_labels
-from service.sessions.model import BACKWARD, FORWARD, Event, PassProgress, RunSpec, SessionMeta
+from service.sessions.model import Event, PassProgress, RunSpec, SessionMeta
 from service.sessions.records import SessionRecords
 from service.worker.checkpoints import MAX_DELTAS, Checkpoints
 
@@ -31,12 +30,10 @@ log = logging.getLogger("imos.worker")
 
 
 @dataclass
-class PassCursor:
-    """A pass in flight: its state (None until started) and frames it has published."""
+class PassCursor(PassSlot):
+    """A pass in flight (engine.scheduler.PassSlot) with the frames it has published and its checkpoints."""
 
-    direction: str
-    state: PassState | None
-    published: int
+    published: int = 0
     since_checkpoint: int = 0
     chain: Chain | None = None  # this pass's last checkpoint in the store, which a delta may extend
 
@@ -55,28 +52,10 @@ class RunContext:
     state_fp16: bool = False  # checkpoints in fp16 (settings.state_fp16)
 
 
-def pass_finished(ctx: RunContext, cur: PassCursor) -> bool:
-    if cur.state is None:
-        return False
-    if cur.direction == FORWARD:
-        end = ctx.run.num_frames if ctx.run.num_frames is not None else ctx.available
-        return cur.state.cursor >= end and not ctx.meta.open
-    return cur.state.cursor < 0
-
-
-def next_index(ctx: RunContext, cur: PassCursor) -> int | None:
-    """Frame this pass would process next, if it is available now."""
-    t = ctx.run.start(cur.direction) if cur.state is None else cur.state.cursor
-    limit = ctx.run.num_frames if ctx.run.num_frames is not None else ctx.available
-    return t if 0 <= t < min(limit, ctx.available) else None
-
-
-async def compute_pass(records: SessionRecords, ctx: RunContext,
-                       cur: PassCursor) -> tuple[int, PassState, FrameResult]:
-    """Process the next frame of one pass (the engine runs in a thread): (frame index, next state,
-    result). ``cur`` is not touched, so two passes can compute at once and commit one after the other."""
-    t = next_index(ctx, cur)
-    assert t is not None
+async def compute_pass(records: SessionRecords, ctx: RunContext, cur: PassSlot,
+                       t: int) -> tuple[PassState, FrameResult]:
+    """Process frame t, the next of one pass (the engine runs in a thread): (next state, result).
+    ``cur`` is not touched, so two passes can compute at once and commit one after the other."""
     frame = await records.frame(ctx.sid, t)
     mask = _annotation(ctx, t)
     started = time.perf_counter()
@@ -90,7 +69,7 @@ async def compute_pass(records: SessionRecords, ctx: RunContext,
     if ctx.metrics is not None:
         ctx.metrics.frames.labels(cur.direction).inc()
         ctx.metrics.frame_seconds.observe(time.perf_counter() - started)
-    return t, state, res
+    return state, res
 
 
 async def _keep_weights(records: SessionRecords, ctx: RunContext, state: PassState) -> None:
@@ -179,8 +158,9 @@ async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[
     out = []
     for d in run.passes():
         prog = progress.get(d)
+        start = run.start(d)
         if prog is None or prog.run != run.id:
-            out.append(PassCursor(d, None, 0))
+            out.append(PassCursor(d, start))
             continue
         try:
             state, chain = await Checkpoints(records).checkpoint(sid, d) or (None, None)
@@ -190,9 +170,9 @@ async def load_cursors(records: SessionRecords, sid: str, run: RunSpec) -> list[
             # not announced again (commit_pass), so the client sees no difference but the time.
             log.warning("checkpoint unreadable; recomputing the pass from its anchor",
                         extra={"session": sid, "direction": d, "error": str(exc)})
-            out.append(PassCursor(d, None, 0))
+            out.append(PassCursor(d, start))
             continue
-        out.append(PassCursor(d, state, prog.published, chain=chain))  # a resumed chain goes on with deltas
+        out.append(PassCursor(d, start, state, prog.published, chain=chain))  # a resumed chain goes on with deltas
     return out
 
 
@@ -202,82 +182,50 @@ CONTINUE, STOP_SAVE, STOP_ABANDON = "continue", "stop-save", "stop-abandon"
 
 async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every: int,
                       keep_going: KeepGoing) -> bool:
-    """Step the passes together, one frame each per round, while frames are available.
+    """Step the passes together through the engine's PassScheduler, one frame each per round, while
+    frames are available.
 
-    The passes with a frame available compute at once when the stages are a batcher (their stage
-    calls meet as one batch); their results are then committed, checkpointed and published in
-    pass order, as when they ran one after the other. keep_going() is called after every round:
-    CONTINUE; STOP_SAVE (the run was replaced: save every pass so nothing is published twice on
-    resume); or STOP_ABANDON (the lease is lost: another worker owns the state now).
-    Returns True when every pass is finished.
+    The passes of a round compute at once when the stages are a batcher (their stage calls meet as
+    one batch); their results are then committed, checkpointed and published in pass order, as when
+    they ran one after the other. keep_going() is called after every round: CONTINUE; STOP_SAVE (the
+    run was replaced: save every pass so nothing is published twice on resume); or STOP_ABANDON (the
+    lease is lost: another worker owns the state now). Returns True when every pass is finished.
     """
     cursors = await load_cursors(records, ctx.sid, ctx.run)
-    leases: dict[str, ClientLease] = {}
-    try:
+    sched = PassScheduler(cursors, ctx.prop.stages, ctx.run.num_frames, ctx.available, ctx.meta.open)
+    with sched:
         while True:
-            await _recount_if_waiting(records, ctx, cursors)
-            ready = [c for c in cursors if not pass_finished(ctx, c) and next_index(ctx, c) is not None]
-            _lease_ready(ctx, cursors, ready, leases)
-            if not ready:
+            if sched.waiting():
+                # Frames appended since the job began (a live stream, a one-shot still storing its
+                # frames) are taken within this job: ending it only to be queued again would
+                # checkpoint and reload every pass.
+                sched.available = ctx.available = await records.num_frames(ctx.sid)
+            rnd = sched.next_round()
+            if rnd is None:
                 break
-            steps = await _compute_all(records, ctx, ready)
-            for cur, (t, state, res) in zip(ready, steps):
+            for cur, t, state, res in sched.commit(rnd, await _compute_round(records, ctx, rnd)):
+                assert isinstance(cur, PassCursor)
                 await commit_pass(records, ctx, cur, t, state, res)
                 if cur.since_checkpoint >= checkpoint_every:
-                    await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
+                    await checkpoint(records, ctx, cur, sched.finished(cur))
             verdict = await keep_going()  # every round: a drain or a replaced run stops within one frame
             if verdict == STOP_ABANDON:
                 return False
             if verdict == STOP_SAVE:
                 break
-    finally:
-        for lease in leases.values():
-            lease.release()
     for cur in cursors:
-        await checkpoint(records, ctx, cur, pass_finished(ctx, cur))
-    return all(pass_finished(ctx, c) for c in cursors)
+        await checkpoint(records, ctx, cur, sched.finished(cur))
+    return sched.done()
 
 
-async def _recount_if_waiting(records: SessionRecords, ctx: RunContext, cursors: list[PassCursor]) -> None:
-    """Frames appended since the job began (a live stream, a one-shot still storing its frames) are
-    taken within this job: ending it only to be queued again would checkpoint and reload every pass."""
-    if ctx.run.num_frames is not None and ctx.available >= ctx.run.num_frames:
-        return
-    if any(not pass_finished(ctx, c) and next_index(ctx, c) is None for c in cursors):
-        ctx.available = await records.num_frames(ctx.sid)
-
-
-def shares_anchor(ctx: RunContext, ready: list[PassCursor]) -> bool:
-    """True when this round starts both passes on one anchor frame that is the last of neither."""
-    if [c.direction for c in ready] != [FORWARD, BACKWARD] or any(c.state is not None for c in ready):
-        return False
-    last = ctx.run.num_frames - 1 if ctx.run.num_frames is not None else None
-    return shares_anchor_step(ctx.run.start(FORWARD), ctx.run.start(BACKWARD), last)
-
-
-def _lease_ready(ctx: RunContext, cursors: list[PassCursor], ready: list[PassCursor],
-                 leases: dict[str, ClientLease]) -> None:
-    """The passes stepping this round, and only they, are batcher clients: other sessions' calls may
-    wait (up to the batcher's max delay) for them, never for a pass that waits for frames or is done."""
-    for cur in cursors:
-        stepping = any(c is cur for c in ready)
-        if stepping and cur.direction not in leases:
-            leases[cur.direction] = client_lease(ctx.prop.stages)
-        elif not stepping and cur.direction in leases:
-            leases.pop(cur.direction).release()
-
-
-async def _compute_all(records: SessionRecords, ctx: RunContext,
-                       ready: list[PassCursor]) -> list[tuple[int, PassState, FrameResult]]:
-    """compute_pass of every ready pass: at once when a batcher can join their stage calls (the first
-    error raised only after all have returned, so no engine thread outlives the run), else in turn."""
-    if shares_anchor(ctx, ready):
-        t, state, res = await compute_pass(records, ctx, ready[0])
-        return [(t, state, res), (t, state.turned_backward(), res)]
-    if not isinstance(ctx.prop.stages, DynamicBatcher):
-        return [await compute_pass(records, ctx, c) for c in ready]
-    outcomes = await asyncio.gather(*(compute_pass(records, ctx, c) for c in ready), return_exceptions=True)
-    computed: list[tuple[int, PassState, FrameResult]] = []
+async def _compute_round(records: SessionRecords, ctx: RunContext, rnd: Round) -> list[tuple[PassState, FrameResult]]:
+    """compute_pass of every step of the round: at once when a batcher can join their stage calls (the
+    first error raised only after all have returned, so no engine thread outlives the run), else in turn."""
+    if not rnd.concurrent:
+        return [await compute_pass(records, ctx, cur, t) for cur, t in rnd.to_compute]
+    outcomes = await asyncio.gather(*(compute_pass(records, ctx, cur, t) for cur, t in rnd.to_compute),
+                                    return_exceptions=True)
+    computed: list[tuple[PassState, FrameResult]] = []
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome
