@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
     """Every IMOS_* variable. Built once in main() and passed down; never a global."""
 
-    model_config = SettingsConfigDict(env_prefix="IMOS_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="IMOS_", env_nested_delimiter="__", extra="ignore",
+                                      populate_by_name=True)
 
     http_host: str = Field("127.0.0.1", description="REST bind address")
     http_port: int = Field(8000, description="REST port (0 = pick a free one)")
@@ -55,3 +56,14 @@ class Settings(BaseSettings):
     otel_endpoint: str | None = Field(None, description="OTLP/HTTP traces endpoint; unset = tracing off")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_json: bool = Field(True, description="structured JSON logs")
+    label_studio_url: str | None = Field(None, validation_alias=AliasChoices("IMOS_LABEL_STUDIO_URL",
+                                                                             "LABEL_STUDIO_URL"),
+                                         description="Label Studio's address for task media with relative URLs "
+                                                     "(also LABEL_STUDIO_URL; a project's /setup wins)")
+    label_studio_api_key: str | None = Field(None, validation_alias=AliasChoices("IMOS_LABEL_STUDIO_API_KEY",
+                                                                                 "LABEL_STUDIO_API_KEY"),
+                                             description="Label Studio token for fetching task media (also "
+                                                         "LABEL_STUDIO_API_KEY; a project's /setup wins)")
+    label_studio_predict_budget_s: float = Field(60.0, description="longest a Label Studio /predict waits for its "
+                                                                   "runs before answering with the frames done "
+                                                                   "(Label Studio gives up after 100 s)")
