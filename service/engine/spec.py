@@ -110,7 +110,9 @@ class MemoryConfig:
     winning, ``size`` otherwise ("" = always ``size``). ``adapt_steps`` (0 = off) tunes the model's
     adapters and decoder on views of each pass's annotated frame for that many steps before the pass
     runs, stopping early after ``adapt_budget_s`` seconds (0 = no limit; engine.adaptation); the
-    decoder is tuned too with ``adapt_decoder``.
+    decoder is tuned too with ``adapt_decoder``. ``local_sigma`` (0 = off) adds a Gaussian prior on
+    where a query reads working memory from, of that width in units of the frame's diagonal
+    (memory.manager.locality_prior): look-alike structures far away stop competing (serial-section EM).
     """
 
     top_k: int = 30
@@ -132,6 +134,7 @@ class MemoryConfig:
     adapt_steps: int = 0
     adapt_budget_s: float = 0.0
     adapt_decoder: bool = False
+    local_sigma: float = 0.0
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -159,6 +162,8 @@ class MemoryConfig:
         if not 0.0 <= self.end_fraction < 1.0:
             raise InvalidInput("end_fraction must be 0 (off) or a fraction below 1")
         parse_size_rule(self.size_rule)
+        if self.local_sigma < 0:
+            raise InvalidInput("local_sigma must be 0 (off) or a positive fraction of the frame diagonal")
         if not 0 <= self.adapt_steps <= 1000 or self.adapt_budget_s < 0:
             raise InvalidInput("adapt_steps must be 0..1000 and adapt_budget_s >= 0")
 

@@ -121,3 +121,46 @@ def test_gathered_read_equals_dense_read_on_cuda() -> None:
     gathered, gathered_usage = gathered_read(mk, ms, qk, qe, 30, groups)
     torch.testing.assert_close(gathered[0], dense[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(gathered_usage, dense_usage, atol=1e-4, rtol=1e-4)
+
+
+def _locality_case(frames: int, h: int, w: int, n_long: int, m_seed: int = 3):  # type: ignore[no-untyped-def]
+    hw = h * w
+    mk, ms, qk, qe = _memory(n_long + frames * hw, hw, seed=m_seed)
+    values = torch.randn(2, 8, n_long + frames * hw, generator=torch.Generator().manual_seed(m_seed + 1))
+    return mk, ms, qk, qe, [GroupValues(((0, n_long + frames * hw),), (values,))]
+
+
+def test_locality_is_the_same_bias_on_both_read_paths(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prior lands on working-memory frames only (after ``start``), per memory position, and the dense
+    and gathered reads agree with it; with a huge sigma it changes nothing."""
+    h, w, n_long = 4, 5, 7
+    mk, ms, qk, qe, groups = _locality_case(3, h, w, n_long)
+    monkeypatch.setattr(affinity, "BLOCK_ELEMENTS", 64)
+    loc = manager.locality_prior(0.2, h, w, n_long, mk.device)
+    assert loc.bias.shape == (h * w, h * w) and torch.all(loc.bias.diagonal() == 0) and loc.bias.max() <= 0
+    dense, du = dense_read(mk, ms, qk, qe, 6, groups, loc)
+    gathered, gu = gathered_read(mk, ms, qk, qe, 6, groups, loc)
+    torch.testing.assert_close(gathered[0], dense[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gu, du, atol=1e-5, rtol=1e-5)
+    plain, _ = dense_read(mk, ms, qk, qe, 6, groups)
+    assert not torch.allclose(plain[0], dense[0], atol=1e-3)
+    flat, _ = gathered_read(mk, ms, qk, qe, 6, groups, manager.locality_prior(1e6, h, w, n_long, mk.device))
+    torch.testing.assert_close(flat[0], plain[0], atol=1e-5, rtol=1e-5)
+
+
+def test_a_narrow_locality_reads_each_query_from_its_own_position() -> None:
+    """With every memory key alike, a tight prior makes each query read the values at its own position."""
+    h, w = 3, 4
+    hw = h * w
+    mk = torch.zeros(1, 4, 2 * hw)
+    values = torch.arange(2 * hw, dtype=torch.float32).remainder(hw).view(1, 1, 2 * hw)
+    qk, qe = torch.zeros(1, 4, hw), torch.ones(1, 4, hw)
+    groups = [GroupValues(((0, 2 * hw),), (values,))]
+    out, _ = gathered_read(mk, None, qk, qe, 4, groups, manager.locality_prior(0.01, h, w, 0, mk.device))
+    torch.testing.assert_close(out[0][0, 0], torch.arange(hw, dtype=torch.float32), atol=1e-4, rtol=0)
+
+
+def test_local_sigma_is_a_setting_with_a_checked_range() -> None:
+    assert MemoryConfig().with_overrides({"local_sigma": "0.03"}).local_sigma == 0.03
+    with pytest.raises(Exception, match="local_sigma must be 0"):
+        MemoryConfig(local_sigma=-1)

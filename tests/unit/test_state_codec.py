@@ -43,7 +43,8 @@ def test_restored_state_continues_identically_with_every_lever_on(tiny_propagato
                                                                   anchor: int) -> None:
     """Flow fusion (the previous frame and result), the presence decision and the size rule live in the
     state too: a resumed pass still equals an uninterrupted one."""
-    cfg = dataclasses.replace(tiny_propagator.config, flow_weight=0.5, end_fraction=0.2, size_rule="64:64")
+    cfg = dataclasses.replace(tiny_propagator.config, flow_weight=0.5, end_fraction=0.2, size_rule="64:64",
+                              local_sigma=0.1)
     prop = Propagator(tiny_propagator.stages, cfg, "tiny:1", tiny_propagator.max_objects)
     frames, _ = moving_sequence(16, 48, 2)
     mask = _mask_at(anchor)

@@ -115,15 +115,39 @@ class GroupValues:
         return torch.cat([v.flatten(0, 1).t() for v in self.values], 0)
 
 
+@dataclass(frozen=True)
+class Locality:
+    """A spatial prior added to the similarity of the memory entries from ``start`` on: whole frames of
+    ``bias.shape[1]`` entries each; ``bias`` [M, hw] is the log-weight of memory position j for query i."""
+
+    start: int
+    bias: torch.Tensor
+
+    def add_query_major(self, sim: torch.Tensor, rows: slice) -> None:
+        """In place on a query-major similarity [m, N] of the queries ``rows``."""
+        hw = self.bias.shape[1]
+        tail = sim[:, self.start:]
+        tail.view(tail.shape[0], -1, hw).add_(self.bias[rows].unsqueeze(1))
+
+    def add_memory_major(self, sim: torch.Tensor) -> None:
+        """In place on a memory-major similarity [1, N, M]."""
+        hw = self.bias.shape[1]
+        tail = sim[0, self.start:]
+        tail.view(-1, hw, tail.shape[-1]).add_(self.bias.t().unsqueeze(0))
+
+
 def dense_read(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_key: torch.Tensor,
                query_selection: torch.Tensor, top_k: int,
-               groups: list[GroupValues]) -> tuple[list[torch.Tensor], torch.Tensor]:
+               groups: list[GroupValues],
+               locality: Locality | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """XMem's read: the dense [N, M] top-k affinity per group. Returns per group the
     readout [K_g, C, M], and usage [N] (``affinity.sum(2)`` of group 0, which spans all N).
 
     mem_key [1, Ck, N], mem_shrinkage [1, 1, N], query_key / query_selection [1, Ck, M].
     """
     sim = similarity(mem_key, mem_shrinkage, query_key, query_selection)
+    if locality is not None:
+        locality.add_memory_major(sim)
     outs, usage = [], None
     for gi, group in enumerate(groups):
         affinity = topk_softmax(group.select(sim, 1), top_k)
@@ -144,7 +168,8 @@ def topk_weights(sim_qm: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.
 
 def gathered_read(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, query_key: torch.Tensor,
                   query_selection: torch.Tensor, top_k: int,
-                  groups: list[GroupValues]) -> tuple[list[torch.Tensor], torch.Tensor]:
+                  groups: list[GroupValues],
+                  locality: Locality | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """:func:`dense_read` without the dense affinity, same arguments and results.
 
     Queries go in blocks of about BLOCK_ELEMENTS similarities: similarity, top-k,
@@ -160,6 +185,8 @@ def gathered_read(mem_key: torch.Tensor, mem_shrinkage: torch.Tensor | None, que
     for start in range(0, m, block):
         sl = slice(start, start + block)
         sim = query_similarity(mem_key, mem_shrinkage, query_key[:, :, sl], query_selection[:, :, sl])[0]
+        if locality is not None:
+            locality.add_query_major(sim, sl)
         for gi, group in enumerate(groups):
             weights, indices = topk_weights(group.select(sim, 1), top_k)
             parts[gi].append(F.embedding_bag(indices, tables[gi], per_sample_weights=weights, mode="sum"))

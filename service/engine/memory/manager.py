@@ -13,6 +13,7 @@ import torch
 
 from service.engine.memory.affinity import (
     GroupValues,
+    Locality,
     dense_read,
     full_softmax,
     gathered_read,
@@ -63,12 +64,26 @@ def match(mem: Memory, cfg: MemoryConfig, query_key: torch.Tensor,
     n_long = long.size if use_long else 0
     groups = [_group_values(work, long if use_long else None, gi) for gi in range(work.num_groups)]
     read = gathered_read if prefer_gathered(keys.device) else dense_read
-    readouts, usage = read(keys, shrink, query_key.flatten(2), query_selection.flatten(2), cfg.top_k, groups)
+    locality = locality_prior(cfg.local_sigma, h, w, n_long, keys.device) if cfg.local_sigma > 0 else None
+    readouts, usage = read(keys, shrink, query_key.flatten(2), query_selection.flatten(2), cfg.top_k, groups,
+                           locality)
     work = work.update_usage(usage[n_long:])
     if use_long:
         long = long.update_usage(usage[:n_long])
     out = torch.cat(readouts, 0)
     return out.view(out.shape[0], out.shape[1], h, w), dataclasses.replace(mem, work=work, long=long)
+
+
+def locality_prior(sigma: float, h: int, w: int, start: int, device: torch.device) -> Locality:
+    """A Gaussian prior on displacement between a query and a working-memory entry: log-weight
+    -d^2 / (2 sigma^2) with d the distance in units of the feature grid's diagonal. Working memory
+    holds whole frames of the query's grid (the sequence's frames share one size); long-term
+    prototypes (before ``start``) have no single position and get no prior."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
+                            indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1) / float(h * h + w * w) ** 0.5
+    d2 = torch.cdist(pos, pos).pow_(2)
+    return Locality(start=start, bias=d2.mul_(-0.5 / sigma**2).to(device))
 
 
 def _group_values(work: KVStore, long: KVStore | None, gi: int) -> GroupValues:
