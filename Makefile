@@ -10,7 +10,7 @@ test: setup
 	.venv/bin/python -m pytest -q
 
 lint: setup
-	.venv/bin/python -m ruff check service tests
+	.venv/bin/python -m ruff check service tests deploy/cvat
 
 typecheck: setup
 	.venv/bin/python -m mypy service

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,3 +56,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: fl
             pass
         time.sleep(0.3)
     raise AssertionError(f"{url} not ready after {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def imos_segment(frames: list[np.ndarray], mask: np.ndarray, frame: int, tmp: Path,
+                 direction: str = "both") -> list[np.ndarray]:
+    """`imos segment` (the CLI, in-process engine, bundled model) from ``frame``: every frame's index mask."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "frames.npy", np.stack(frames))
+    np.save(tmp / "mask.npy", mask)
+    out = tmp / "segment"
+    done = subprocess.run([sys.executable, "-m", "service.cli.main", "segment", str(tmp / "frames.npy"), "--mask",
+                           str(tmp / "mask.npy"), "--frame", str(frame), "--direction", direction, "--quiet",
+                           "-o", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from PIL import Image
 
 from service.io.medical.video import encode_video, read_video
-from tests.e2e.procs import ROOT, free_port, imos_process, wait_ready
+from tests.e2e.procs import free_port, imos_process, imos_segment, wait_ready
 from tests.medical_builders import dev_sequence
 
 LS_PYTHON = Path(os.environ.get("IMOS_LABEL_STUDIO_VENV", "/var/cache/imos/label-studio-1.23.2")) / "bin" / "python"
@@ -114,19 +113,6 @@ def _drive(ls_url: str, backend: str, job: dict[str, Any], tmp: Path) -> dict[st
     return answer
 
 
-def _segment(frames: list[np.ndarray], mask: np.ndarray, frame: int, tmp: Path) -> list[np.ndarray]:
-    """`imos segment` (the CLI, in-process engine, bundled model) both ways from ``frame``."""
-    np.save(tmp / "frames.npy", np.stack(frames))
-    np.save(tmp / "mask.npy", mask)
-    out = tmp / "segment"
-    done = subprocess.run([sys.executable, "-m", "service.cli.main", "segment", str(tmp / "frames.npy"), "--mask",
-                           str(tmp / "mask.npy"), "--frame", str(frame), "--quiet", "-o", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [np.asarray(Image.open(p)) for p in sorted(out.glob("*.png"))]
-
-
 def test_brush_page_sequence(label_studio: str, service: str, tmp_path: Path) -> None:
     frames, masks = dev_sequence("acdc__patient001_ED")
     anchor = int(np.argmax([(m > 0).sum() for m in masks]))
@@ -139,7 +125,7 @@ def test_brush_page_sequence(label_studio: str, service: str, tmp_path: Path) ->
     answer = _drive(label_studio, service, {"kind": "images", "config": IMAGES_CONFIG, "files": files,
                                             "drawn_masks": drawn}, tmp_path)
     assert answer["setup_version"].startswith("imos-lite:")
-    expected = _segment(frames, masks[anchor].astype(np.uint8), anchor, tmp_path)
+    expected = imos_segment(frames, masks[anchor].astype(np.uint8), anchor, tmp_path / "cli")
     by_name = {v: k for k, v in names.items()}
     for source in ("interactive", "stored"):
         got = [np.zeros_like(expected[0]) for _ in frames]
@@ -170,7 +156,7 @@ def test_video_rectangles(label_studio: str, service: str, tmp_path: Path) -> No
     given = np.zeros((h, w), np.uint8)
     x0, y0 = round(box["x"] * w / 100), round(box["y"] * h / 100)
     given[y0:round(y0 + box["height"] * h / 100), x0:round(x0 + box["width"] * w / 100)] = 1
-    expected = _segment(decoded, given, anchor, tmp_path)
+    expected = imos_segment(decoded, given, anchor, tmp_path / "cli")
     for source, results in (("interactive", answer["interactive"]["data"]["result"]),
                             ("stored", answer["stored"][0]["result"])):
         (track,) = [r for r in results if r["type"] == "videorectangle"]
