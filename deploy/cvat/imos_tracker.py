@@ -11,44 +11,32 @@ Each tracked shape (a mask or a polygon) becomes a live-stream session on the se
 and the shape as its annotation, then every image CVAT asks about is appended and its propagated mask
 read back. The tracking state is only a handle to that session (its id and frame count), never the
 memory bank, so the agent stays small and any service replica can answer. Returns None once the object
-has ended. Needs cvat-sdk[masks] (numpy, Pillow) and urllib3; polygons also need OpenCV
+has ended. Keep deploy/cvat/nuclio/imos_stream.py where it is (the session client it shares with the
+Nuclio function). Needs cvat-sdk[masks] (numpy, Pillow) and urllib3; polygons also need OpenCV
 (opencv-python-headless). CVAT keeps tracking states for 8 hours: run the service with
 IMOS_SESSION_TTL_S=28800 (or more) so an idle session lives as long.
 """
 
-# No `from __future__ import annotations`: cvat-cli executes this file as a module it does not register in
-# sys.modules, where dataclasses cannot resolve string annotations.
 import io
-import json
-import time
-from dataclasses import dataclass
-from typing import Any
+import sys
+from pathlib import Path
 
 import cvat_sdk.auto_annotation as cvataa
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
-import urllib3
 from cvat_sdk.masks import decode_mask, encode_mask
 
-WAIT_S = 120.0  # longest one frame's mask may take (a busy service queues the session behind others)
-
-
-@dataclass
-class TrackState:
-    """The session tracking one shape, and the next frame index it will be given."""
-
-    session: str
-    next_frame: int
+# The session client lives beside the Nuclio handler (deploy/cvat/nuclio/), which deploys it alone.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "nuclio"))
+from imos_stream import ServiceError, StreamClient, Track  # noqa: E402
 
 
 class ImosTracker:
     spec = cvataa.TrackingFunctionSpec(supported_shape_types=["mask", "polygon"])
 
     def __init__(self, url: str, api_key: str = "") -> None:
-        self.url = url.rstrip("/")
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.http = urllib3.PoolManager(retries=urllib3.Retry(total=3, backoff_factor=0.2, allowed_methods=None))
+        self.client = StreamClient(url, api_key)
 
     def preprocess_image(self, context: cvataa.TrackingFunctionContext, image: PIL.Image.Image) -> bytes:
         """The image as a lossless PNG, what the service is sent."""
@@ -57,60 +45,32 @@ class ImosTracker:
         return buf.getvalue()
 
     def init_tracking_state(self, context: cvataa.TrackingFunctionShapeContext, pp_image: bytes,
-                            shape: cvataa.TrackableShape) -> TrackState:
+                            shape: cvataa.TrackableShape) -> Track:
         width, height = PIL.Image.open(io.BytesIO(pp_image)).size
         bitmap = _shape_bitmap(shape, width, height)
         if not bitmap.any():
             raise cvataa.BadFunctionError("the shape to track covers no pixel of the image")
-        created = self._call("POST", "/v1/sessions", fields={"sequence": ("frame.png", pp_image, "image/png"),
-                                                              "stream": "true"})
-        sid = created["id"]
-        self._call("PUT", f"/v1/sessions/{sid}/masks/0", fields={"mask": ("mask.png", _png(bitmap), "image/png")})
-        return TrackState(sid, 1)
+        try:
+            return self.client.start(pp_image, bitmap)
+        except ServiceError as exc:
+            raise cvataa.BadFunctionError(str(exc)) from None
 
     def track(self, context: cvataa.TrackingFunctionShapeContext, pp_image: bytes,
-              state: TrackState) -> cvataa.TrackableShape | None:
-        t = state.next_frame
-        self._call("POST", f"/v1/sessions/{state.session}/frames",
-                   fields={"sequence": ("frame.png", pp_image, "image/png")})
-        state.next_frame = t + 1
-        mask = np.asarray(PIL.Image.open(io.BytesIO(self._mask(state.session, t)))) != 0
+              state: Track) -> cvataa.TrackableShape | None:
+        try:
+            mask = self.client.step(state, pp_image)
+        except ServiceError as exc:
+            raise cvataa.BadFunctionError(str(exc)) from None
         if not mask.any():
             return None
         if context.original_shape_type == "mask":
             return cvataa.TrackableShape(type="mask", points=encode_mask(mask))
         return cvataa.TrackableShape(type="polygon", points=_outline(mask))
 
-    def _mask(self, sid: str, t: int) -> bytes:
-        """Frame t's mask as soon as the service has published it."""
-        end = time.monotonic() + WAIT_S
-        while True:
-            resp = self.http.request("GET", f"{self.url}/v1/sessions/{sid}/masks/{t}", headers=self.headers)
-            if resp.status == 200:
-                return bytes(resp.data)
-            if resp.status != 404 or "no mask" not in _detail(resp) or time.monotonic() > end:
-                raise cvataa.BadFunctionError(f"iMOS Serve gave no mask for frame {t}: HTTP {resp.status} "
-                                              f"{_detail(resp)}")
-            time.sleep(0.02)
-
-    def _call(self, method: str, path: str, fields: dict[str, Any]) -> dict[str, Any]:
-        resp = self.http.request(method, f"{self.url}{path}", fields=fields, headers=self.headers)
-        if resp.status >= 300:
-            raise cvataa.BadFunctionError(f"iMOS Serve refused {method} {path}: HTTP {resp.status} {_detail(resp)}")
-        out: dict[str, Any] = json.loads(resp.data) if resp.data else {}
-        return out
-
 
 def create(url: str, api_key: str = "") -> ImosTracker:
     """The function object cvat-cli loads (-p url=str:... -p api_key=str:...)."""
     return ImosTracker(url, api_key)
-
-
-def _detail(resp: urllib3.BaseHTTPResponse) -> str:
-    try:
-        return str(json.loads(resp.data).get("detail", ""))
-    except (ValueError, AttributeError):
-        return ""
 
 
 def _shape_bitmap(shape: cvataa.TrackableShape, width: int, height: int) -> np.ndarray:
@@ -122,12 +82,6 @@ def _shape_bitmap(shape: cvataa.TrackableShape, width: int, height: int) -> np.n
         raise cvataa.BadFunctionError("a polygon needs at least three points")
     PIL.ImageDraw.Draw(canvas).polygon(xy, fill=1, outline=1)
     return np.asarray(canvas) != 0
-
-
-def _png(bitmap: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    PIL.Image.fromarray(bitmap.astype(np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _outline(mask: np.ndarray) -> list[float]:
