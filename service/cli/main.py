@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from service.cli import evaluate, manage, roles, segment, training
+from service.cli import cvat, evaluate, manage, roles, segment, training
 from service.errors import ImosError, NotFound
 
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     roles.register(sub)
     evaluate.register(sub)
     training.register(sub)
+    cvat.register(sub)
     from service.cli import bench
 
     bench.register(sub)
