@@ -21,30 +21,24 @@ from nuclio_sdk import Event
 from nuclio_sdk.test import Platform
 from PIL import Image
 
-from tests.e2e.procs import ROOT, free_port, imos_process, imos_segment, wait_ready
+from tests.e2e.procs import ROOT, imos_segment
 from tests.medical_builders import dev_sequence
 
 FUNCTION_DIR = ROOT / "deploy" / "cvat" / "nuclio"
 
 
 @pytest.fixture(scope="module")
-def function(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    """The function's handler module, as Nuclio loads it, pointed at a running `imos serve`."""
-    logs = tmp_path_factory.mktemp("serve")
-    http, grpc_port = free_port(), free_port()
-    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(grpc_port)], {}, logs / "serve.log") \
-            as proc:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, proc, logs / "serve.log", timeout_s=180)
-        monkeypatch_module.setenv("IMOS_URL", url)
-        monkeypatch_module.syspath_prepend(str(FUNCTION_DIR))
-        spec = importlib.util.spec_from_file_location("imos_nuclio_main", FUNCTION_DIR / "main.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # Nuclio's platform finds init_context through sys.modules
-        spec.loader.exec_module(module)
-        yield module
-        sys.modules.pop(spec.name, None)
+def function(bundled_service: str, monkeypatch_module: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The function's handler module, as Nuclio loads it, pointed at `imos serve` with the bundled model."""
+    monkeypatch_module.setenv("IMOS_URL", bundled_service)
+    monkeypatch_module.syspath_prepend(str(FUNCTION_DIR))
+    spec = importlib.util.spec_from_file_location("imos_nuclio_main", FUNCTION_DIR / "main.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # Nuclio's platform finds init_context through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from cvat_sdk.masks import decode_mask, encode_mask
 from PIL import Image
 
 from service.cli.main import main
-from tests.e2e.procs import free_port, imos_process, imos_segment, wait_ready
+from tests.e2e.procs import imos_segment
 from tests.medical_builders import dev_sequence
 
 TASK, JOB, LABEL, LABEL2 = 5, 9, 31, 32
@@ -60,17 +59,6 @@ class RecordedCvat:
         buf = io.BytesIO()
         Image.fromarray(self.frames[number]).save(buf, format="PNG")
         return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    logs = tmp_path_factory.mktemp("serve")
-    http, grpc_port = free_port(), free_port()
-    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(grpc_port)], {}, logs / "serve.log") \
-            as proc:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, proc, logs / "serve.log", timeout_s=180)
-        yield url
 
 
 def _serve(cvat: RecordedCvat) -> tuple[ThreadingHTTPServer, str]:
@@ -115,7 +103,7 @@ def _run(service: str, cvat: RecordedCvat, monkeypatch: pytest.MonkeyPatch, *ext
         server.shutdown()
 
 
-def test_masks_drawn_on_one_frame_come_back_on_every_frame(service: str, tmp_path: Path,
+def test_masks_drawn_on_one_frame_come_back_on_every_frame(bundled_service: str, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     frames, masks = dev_sequence("cvc__fine_3")
     frames, k = frames[:8], 4
@@ -127,7 +115,7 @@ def test_masks_drawn_on_one_frame_come_back_on_every_frame(service: str, tmp_pat
               {"type": "rectangle", "frame": k, "label_id": LABEL2, "points": [20.0, 10.0, 60.0, 40.0], "z_order": 1},
               {"type": "points", "frame": k, "label_id": LABEL, "points": [1.0, 1.0]}]
     cvat = RecordedCvat(frames, shapes)
-    assert _run(service, cvat, monkeypatch, "--frame", str(k)) == 0
+    assert _run(bundled_service, cvat, monkeypatch, "--frame", str(k)) == 0
     (path, body), = cvat.uploads
     assert path == f"/api/tasks/{TASK}/annotations/?action=create"
     drawn = given.astype(np.uint8)
@@ -157,14 +145,14 @@ def test_masks_drawn_on_one_frame_come_back_on_every_frame(service: str, tmp_pat
             assert boxes[t]["points"] == [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
 
 
-def test_a_job_covers_its_own_frames_and_a_bad_frame_is_named(service: str, monkeypatch: pytest.MonkeyPatch,
+def test_a_job_covers_its_own_frames_and_a_bad_frame_is_named(bundled_service: str, monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     frames, masks = dev_sequence("cvc__fine_3")
     frames = frames[:6]
     shapes = [{"type": "polygon", "frame": 3, "label_id": LABEL,
                "points": [100.0, 100.0, 180.0, 100.0, 180.0, 170.0, 100.0, 170.0]}]
     cvat = RecordedCvat(frames, shapes)
-    assert _run(service, cvat, monkeypatch, "--frame", "3", "--job", str(JOB)) == 0
+    assert _run(bundled_service, cvat, monkeypatch, "--frame", "3", "--job", str(JOB)) == 0
     (path, body), = cvat.uploads
     assert path == f"/api/jobs/{JOB}/annotations/?action=create"
     assert not body["shapes"] and body["tracks"]
@@ -172,8 +160,8 @@ def test_a_job_covers_its_own_frames_and_a_bad_frame_is_named(service: str, monk
     assert {ks["frame"] for ks in keys if not ks["outside"]} <= {2, 4, 5} and {ks["type"] for ks in keys} == {"polygon"}
     assert "uploaded" in capsys.readouterr().out
     cvat = RecordedCvat(frames, shapes)
-    assert _run(service, cvat, monkeypatch, "--frame", "1", "--job", str(JOB)) == 2
+    assert _run(bundled_service, cvat, monkeypatch, "--frame", "1", "--job", str(JOB)) == 2
     assert "frame 1 is not a frame of this job (2..5)" in capsys.readouterr().err and not cvat.uploads
     cvat = RecordedCvat(frames, [])
-    assert _run(service, cvat, monkeypatch, "--frame", "3") == 2
+    assert _run(bundled_service, cvat, monkeypatch, "--frame", "3") == 2
     assert "no mask, polygon or rectangle is drawn on frame 3" in capsys.readouterr().err

@@ -10,7 +10,6 @@ own frame source instead of CVAT's media cache. Masks must equal `imos segment -
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from cvat_cli._internal.common import FunctionLoader
 from cvat_sdk.auto_annotation import TrackableShape
 from cvat_sdk.masks import decode_mask, encode_mask
 
-from tests.e2e.procs import ROOT, free_port, imos_process, imos_segment, wait_ready
+from tests.e2e.procs import ROOT, imos_segment
 from tests.medical_builders import dev_sequence
 
 FUNCTION = ROOT / "deploy" / "cvat" / "imos_tracker.py"
@@ -31,20 +30,14 @@ TASK = 17
 
 
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`imos serve` with the bundled model, and the tracker loaded into cvat-cli's agent worker."""
-    logs = tmp_path_factory.mktemp("serve")
-    http, grpc_port = free_port(), free_port()
-    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(grpc_port)], {}, logs / "serve.log") \
-            as proc:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, proc, logs / "serve.log", timeout_s=180)
-        function = FunctionLoader(function_module=None, function_file=FUNCTION,
-                                  function_parameters={"url": url}).load()
-        assert function.spec.supported_shape_types == {"mask", "polygon"}
-        agent_driver.set_worker_current_function(function)
-        AgentTrackingFunctionDriver.init_worker(lambda: uuid.uuid4().hex)
-        yield url
+def agent(bundled_service: str) -> str:
+    """The tracker loaded into cvat-cli's agent worker, pointed at `imos serve` with the bundled model."""
+    function = FunctionLoader(function_module=None, function_file=FUNCTION,
+                              function_parameters={"url": bundled_service}).load()
+    assert function.spec.supported_shape_types == {"mask", "polygon"}
+    agent_driver.set_worker_current_function(function)
+    AgentTrackingFunctionDriver.init_worker(lambda: uuid.uuid4().hex)
+    return bundled_service
 
 
 def _images(frames: list[np.ndarray]) -> list[PIL.Image.Image]:

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from service.io.medical.video import encode_video, read_video
-from tests.e2e.procs import free_port, imos_process, imos_segment, wait_ready
+from tests.e2e.procs import free_port, imos_segment
 from tests.medical_builders import dev_sequence
 
 LS_PYTHON = Path(os.environ.get("IMOS_LABEL_STUDIO_VENV", "/var/cache/imos/label-studio-1.23.2")) / "bin" / "python"
@@ -90,18 +90,6 @@ def _wait_label_studio(url: str, proc: subprocess.Popen[bytes], log: Path, timeo
     raise AssertionError(f"Label Studio not up after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`imos serve` with the bundled model on free ports."""
-    logs = tmp_path_factory.mktemp("serve")
-    http, grpc_port = free_port(), free_port()
-    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(grpc_port)], {}, logs / "serve.log") \
-            as proc:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, proc, logs / "serve.log", timeout_s=180)
-        yield url
-
-
 def _drive(ls_url: str, backend: str, job: dict[str, Any], tmp: Path) -> dict[str, Any]:
     job = {**job, "url": ls_url, "token": TOKEN, "backend": f"{backend}/integrations/label-studio",
            "out": str(tmp / "answer.json")}
@@ -113,7 +101,7 @@ def _drive(ls_url: str, backend: str, job: dict[str, Any], tmp: Path) -> dict[st
     return answer
 
 
-def test_brush_page_sequence(label_studio: str, service: str, tmp_path: Path) -> None:
+def test_brush_page_sequence(label_studio: str, bundled_service: str, tmp_path: Path) -> None:
     frames, masks = dev_sequence("acdc__patient001_ED")
     anchor = int(np.argmax([(m > 0).sum() for m in masks]))
     names = {1: "LV", 2: "MYO", 3: "RV"}
@@ -122,7 +110,7 @@ def test_brush_page_sequence(label_studio: str, service: str, tmp_path: Path) ->
         Image.fromarray(f).save(tmp_path / f"page{t:03d}.png")
         files.append(str(tmp_path / f"page{t:03d}.png"))
     drawn = [[anchor, names[k], (masks[anchor] == k).astype(np.uint8).tolist()] for k in names]
-    answer = _drive(label_studio, service, {"kind": "images", "config": IMAGES_CONFIG, "files": files,
+    answer = _drive(label_studio, bundled_service, {"kind": "images", "config": IMAGES_CONFIG, "files": files,
                                             "drawn_masks": drawn}, tmp_path)
     assert answer["setup_version"].startswith("imos-lite:")
     expected = imos_segment(frames, masks[anchor].astype(np.uint8), anchor, tmp_path / "cli")
@@ -138,7 +126,7 @@ def test_brush_page_sequence(label_studio: str, service: str, tmp_path: Path) ->
     assert stored["model_version"].startswith("imos-lite:") and "partial" not in stored["model_version"]
 
 
-def test_video_rectangles(label_studio: str, service: str, tmp_path: Path) -> None:
+def test_video_rectangles(label_studio: str, bundled_service: str, tmp_path: Path) -> None:
     frames, masks = dev_sequence("cvc__fine_3")
     video = tmp_path / "polyp.mp4"
     video.write_bytes(encode_video(frames, fps=25.0))
@@ -151,7 +139,7 @@ def test_video_rectangles(label_studio: str, service: str, tmp_path: Path) -> No
     drawn = [{"id": "box1", "from_name": "box", "to_name": "video", "type": "videorectangle",
               "value": {"sequence": [{"frame": anchor + 1, "enabled": True, "rotation": 0, **box}],
                         "labels": ["Polyp"], "framesCount": len(decoded)}}]
-    answer = _drive(label_studio, service, {"kind": "video", "config": VIDEO_CONFIG, "files": [str(video)],
+    answer = _drive(label_studio, bundled_service, {"kind": "video", "config": VIDEO_CONFIG, "files": [str(video)],
                                             "drawn": drawn}, tmp_path)
     given = np.zeros((h, w), np.uint8)
     x0, y0 = round(box["x"] * w / 100), round(box["y"] * h / 100)
