@@ -36,6 +36,7 @@ class PacsRequest:
     annotation: bytes | None = None
     annotation_series: str | None = None
     store: bool = True
+    seg_type: str = "binary"  # classic Segmentation Storage; "labelmap" for Label Map Segmentation Storage
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ async def run_pacs_job(rt: Runtime, tenant: str, req: PacsRequest, volume: Volum
     if not ids:
         raise InvalidMask("the propagation produced no object on any frame; nothing to store")
     name, _, version = rt.sessions.model.partition(":")
-    seg = await asyncio.to_thread(write_seg, volume, labels, name, version or "1", req.names)
+    seg = await asyncio.to_thread(write_seg, volume, labels, name, version or "1", req.names, req.seg_type)
     if req.store:
         await asyncio.to_thread(store_instances, req.endpoint, [seg.data], req.study)
     names = {str(i): req.names.get(i, f"Object {i}") for i in ids}

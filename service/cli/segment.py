@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="png: OUTDIR/00000.png...; npy, seg (DICOM input), nifti (NIfTI input), "
                         "rle: one file in OUTDIR")
     p.add_argument("--labels", default=None, help="object names, e.g. 1=Liver,2=Tumour (SEG and RLE outputs)")
+    p.add_argument("--seg-type", choices=("binary", "labelmap"), default="binary",
+                   help="--format seg: binary (classic Segmentation Storage, read everywhere) or labelmap "
+                        "(Label Map Segmentation Storage, 2024)")
     p.add_argument("--preview", action="store_true", help="also write OUTDIR/preview.gif and contact_sheet.png")
     p.add_argument("--dicomweb", default=None, help="DICOMweb root URL of a PACS to pull the series from")
     p.add_argument("--study", default=None, help="StudyInstanceUID (with --dicomweb)")
@@ -112,7 +115,7 @@ def write_outputs(args: argparse.Namespace, volume: Volume, labels: list[np.ndar
         write_masks(out, labels)
         what = f"{len(labels)} masks to {out}"
     else:
-        enc = encode_results(args.format, labels, volume, names, model)
+        enc = encode_results(args.format, labels, volume, names, model, args.seg_type)
         target = out / f"masks{enc.suffix}"
         target.write_bytes(enc.data)
         what = str(target)

@@ -149,7 +149,7 @@ class PropagationServicer:
         fmt = request.format or "png-zip"
         if fmt not in ("png-zip", "npy", "rle", "seg", "nifti"):
             raise InvalidInput(f"format must be png-zip, npy, rle, seg or nifti, got {fmt!r}")
-        enc = await self.sessions.results_file(request.session_id, tenant, fmt)
+        enc = await self.sessions.results_file(request.session_id, tenant, fmt, request.seg_type or "binary")
         return self.pb2.GetResultsResponse(data=enc.data, media_type=enc.media_type, filename=f"masks{enc.suffix}")
 
     async def _delete(self, sid: str, tenant: str) -> Message:

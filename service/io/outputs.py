@@ -31,10 +31,12 @@ def compact_labels(stack: np.ndarray) -> np.ndarray:
 
 
 def encode_results(fmt: str, labels: Sequence[np.ndarray], volume: Volume | None = None,
-                   names: Mapping[int, str] | None = None, model: str = "imos:1") -> Encoded:
+                   names: Mapping[int, str] | None = None, model: str = "imos:1",
+                   seg_type: str = "binary") -> Encoded:
     """labels: one index mask [H, W] per frame -> bytes in format fmt.
 
-    seg needs a DICOM volume (its source instances), nifti a NIfTI one (its affine).
+    seg needs a DICOM volume (its source instances), nifti a NIfTI one (its affine); seg_type: binary
+    (classic Segmentation Storage, the default) or labelmap.
     """
     if fmt == "png-zip":
         return Encoded(encode_png_zip([encode_labels(m) for m in labels]), "application/zip", ".zip")
@@ -50,7 +52,7 @@ def encode_results(fmt: str, labels: Sequence[np.ndarray], volume: Volume | None
         from service.io.medical.seg import write_seg
 
         name, _, version = model.partition(":")
-        seg = write_seg(volume, list(labels), name, version or "1", names)
+        seg = write_seg(volume, list(labels), name, version or "1", names, segmentation_type=seg_type)
         return Encoded(seg.data, "application/dicom", ".dcm")
     if fmt == "nifti":
         if volume is None or volume.nifti is None:

@@ -324,7 +324,7 @@ class SessionService:
             out.append(decode_labels(unpack_result(item)[1]) if item else np.zeros((meta.height, meta.width), np.uint8))
         return out
 
-    async def results_file(self, sid: str, tenant: str, fmt: str) -> Encoded:
+    async def results_file(self, sid: str, tenant: str, fmt: str, seg_type: str = "binary") -> Encoded:
         """Every frame's mask in fmt; seg and nifti use the geometry kept from a DICOM or NIfTI upload.
         Before any run there are none (Conflict); during a run, frames not reached yet are background
         (the status's frames_done says how far it is)."""
@@ -341,7 +341,7 @@ class SessionService:
             volume = unpack_source(blob, labels)
         meta = await self.records.meta(sid, tenant)
         names = {int(k): v for k, v in meta.labels.items() if str(k).isdigit()}
-        return encode_results(fmt, labels, volume, names, self.model)
+        return encode_results(fmt, labels, volume, names, self.model, seg_type)
 
     async def delete(self, sid: str, tenant: str) -> None:
         await self.records.meta(sid, tenant)

@@ -46,6 +46,7 @@ def test_dicom_series_to_seg(lesion, tiny_repo: Path, tmp_path: Path) -> None:  
                  *FAST, "-o", str(out)]) == 0
     seg = hd.seg.segread(out / "masks.dcm")
     assert {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}[1] == "Lesion"
+    assert seg.SegmentationType == "BINARY" and str(seg.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.4"
     sources = {pydicom.dcmread(p).SOPInstanceUID for p in series.iterdir()}
     refs = {r.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence for r in item.ReferencedInstanceSequence}
     assert refs <= sources and refs

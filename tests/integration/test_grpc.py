@@ -321,3 +321,37 @@ def test_malformed_protobuf_is_invalid_argument(embedded_settings: Settings) -> 
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     asyncio.run(_with_server(embedded_settings, scenario))
+
+
+def test_results_as_dicom_seg_classic_by_default_labelmap_on_request(embedded_settings: Settings) -> None:
+    """A session made from a DICOM series (one zip): GetResults seg is the classic BINARY Segmentation Storage
+    unless seg_type asks for labelmap; another seg_type is INVALID_ARGUMENT naming it."""
+    import zipfile
+
+    import pydicom
+
+    from tests.medical_builders import ct_series
+
+    frames, masks = _sequence()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for i, data in enumerate(ct_series([f[..., 0] for f in frames], spacing=(1, 1, 2))):
+            zf.writestr(f"{i}.dcm", data)
+
+    async def scenario(s: Served) -> None:
+        pb2 = s.pb2
+        sid = (await s.stub.CreateSession(pb2.CreateSessionRequest(sequence_file=buf.getvalue(),
+                                                                   sequence_filename="ct.zip"))).session_id
+        req = pb2.PropagateRequest(session_id=sid, direction=pb2.DIRECTION_BOTH,
+                                   annotations=[pb2.Annotation(frame=2, mask=pb2.Mask(png=png_bytes(masks[2])))])
+        _ = [r async for r in s.stub.Propagate(req)]
+        classic = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="seg"))
+        ds = pydicom.dcmread(io.BytesIO(classic.data))
+        assert str(ds.SOPClassUID) == "1.2.840.10008.5.1.4.1.1.66.4" and ds.SegmentationType == "BINARY"
+        labelmap = await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="seg", seg_type="labelmap"))
+        assert pydicom.dcmread(io.BytesIO(labelmap.data)).SegmentationType == "LABELMAP"
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await s.stub.GetResults(pb2.GetResultsRequest(session_id=sid, format="seg", seg_type="fractional"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "seg_type" in err.value.details()
+
+    asyncio.run(_with_server(embedded_settings, scenario))

@@ -17,6 +17,8 @@ from tests.medical_builders import DATA_DEV, ct_series, dev_sequence
 
 SEQ = "deeplesion__000001_02_01_008-023"
 
+CLASSIC_SEG = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage, BINARY: the default
+
 
 @pytest.fixture()
 def lesion() -> tuple[list[np.ndarray], list[np.ndarray], int]:
@@ -48,6 +50,11 @@ def test_dicom_zip_to_seg_and_nifti_to_nifti(lesion, embedded_settings: Settings
             assert r.status_code == 200, r.text
             seg = hd.seg.segread(io.BytesIO(r.content))
             assert {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}[1] == "Lesion"
+            assert str(seg.SOPClassUID) == CLASSIC_SEG and seg.SegmentationType == "BINARY"  # the default
+            r = await client.post("/v1/segment", files={"sequence": ("ct.zip", buf.getvalue()),
+                                                        "mask": ("m.npy", npy_bytes(masks[k].astype(np.uint8)))},
+                                  data={"frame": str(k), "output": "seg", "seg_type": "labelmap"})
+            assert r.status_code == 200 and hd.seg.segread(io.BytesIO(r.content)).SegmentationType == "LABELMAP"
             parts = [("sequence", (f"{i}.dcm", d)) for i, d in enumerate(ct_series(frames))]
             r = await client.post("/v1/segment", files=[*parts, ("mask", ("m.npy", npy_bytes(masks[k].astype(np.uint8))))],
                                   data={"frame": str(k), "output": "npy"})
@@ -88,6 +95,11 @@ def test_sessions_keep_geometry_for_seg_and_nifti(lesion, embedded_settings: Set
             assert r.status_code == 200, r.text
             seg = hd.seg.segread(io.BytesIO(r.content))
             assert {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}[1] == "Lesion"
+            assert str(seg.SOPClassUID) == CLASSIC_SEG
+            r = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "seg", "seg_type": "labelmap"})
+            assert hd.seg.segread(io.BytesIO(r.content)).SegmentationType == "LABELMAP"
+            r = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "seg", "seg_type": "fractional"})
+            assert r.status_code == 422
             r = await client.get(f"/v1/sessions/{sid}/masks", params={"format": "nifti"})
             assert r.status_code == 400 and "NIfTI" in r.json()["detail"]
 

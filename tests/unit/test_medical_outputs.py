@@ -117,8 +117,8 @@ def test_seg_refusals(mr_volume, mr) -> None:
     cine = read_dicom_series(us_cine(frames))
     with pytest.raises(InvalidInput, match="geometry"):
         write_seg(cine, masks, "m", "1")
-    with pytest.raises(InvalidInput, match="segmentation type"):
-        write_seg(mr_volume, masks, "m", "1", segmentation_type="FRACTIONAL")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="seg_type must be binary"):
+        write_seg(mr_volume, masks, "m", "1", segmentation_type="FRACTIONAL")
 
 
 def test_nifti_labelmap_lands_on_the_input_grid_with_its_affine() -> None:

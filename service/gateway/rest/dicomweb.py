@@ -25,7 +25,8 @@ log = logging.getLogger("imos.pacs")
 
 @router.post("/segment", summary="Pull a series over WADO-RS, propagate its annotation, STOW-RS a DICOM SEG back",
              dependencies=[Depends(form_fields("pacs", "study", "series", "frame", "mask", "annotation_series",
-                                               "direction", "labels", "window", "store", "wait"))])
+                                               "direction", "labels", "window", "store", "wait",
+                                               "seg_type"))])
 async def dicomweb_segment(pacs: str = Form(..., description="configured PACS name or DICOMweb root URL"),
                            study: str = Form(..., description="StudyInstanceUID"),
                            series: str = Form(..., description="SeriesInstanceUID"),
@@ -37,11 +38,13 @@ async def dicomweb_segment(pacs: str = Form(..., description="configured PACS na
                            window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),
                            store: bool = Form(True, description="store the SEG back in the PACS"),
                            wait: bool = Form(True, description="false: 202 now, follow the session's events"),
+                           seg_type: str = Form("binary", pattern="^(binary|labelmap)$",
+                                                description="binary (classic Segmentation Storage) or labelmap"),
                            rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
     names = {int(k): v for k, v in json_map(labels, "labels").items() if k.isdigit()} if labels else {}
     upload = await read_limited(mask, rt.settings.max_request_bytes, "mask") if mask is not None else None
     req = PacsRequest(resolve(pacs), study, series, frame, direction, names or parse_names(None),
-                      read_options(rt.settings, window), upload, annotation_series, store)
+                      read_options(rt.settings, window), upload, annotation_series, store, seg_type)
     volume, ann, frame_k = await fetch_inputs(req)
     meta = await rt.sessions.create(who, volume.frames)
     if wait:

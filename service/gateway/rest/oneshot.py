@@ -21,7 +21,7 @@ router = APIRouter(prefix="/v1", tags=["one-shot"])
              responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
                                           "application/dicom": {}, "application/gzip": {}, "application/json": {}}}},
              dependencies=[Depends(form_fields("sequence", "mask", "frame", "direction", "output", "settings",
-                                               "labels", "window", "axis"))])
+                                               "labels", "window", "axis", "seg_type"))])
 async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip, file, or one part per instance), "
                                                                       "NIfTI, video, zip of PNG/JPEG, .npy"),
                   mask: UploadFile = File(..., description="index PNG, .npy, NIfTI labelmap or DICOM SEG (one slice)"),
@@ -32,6 +32,8 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
                   labels: str | None = Form(None, description='object names, e.g. {"1": "Liver"}'),
                   window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),
                   axis: int | None = Form(None, description="NIfTI voxel axis to slice along"),
+                  seg_type: str = Form("binary", pattern="^(binary|labelmap)$",
+                                       description="seg output: binary (classic Segmentation Storage) or labelmap"),
                   rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
     s = rt.settings
     options = read_options(s, window, axis)
@@ -54,6 +56,6 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
         result = await rt.sessions.all_labels(meta.id, who)
     finally:
         await rt.sessions.delete(meta.id, who)
-    enc = encode_results(output, result, volume, names, rt.sessions.model)
+    enc = encode_results(output, result, volume, names, rt.sessions.model, seg_type)
     return Response(enc.data, media_type=enc.media_type,
                     headers={"Content-Disposition": f'attachment; filename="masks{enc.suffix}"'})

@@ -129,8 +129,10 @@ async def events(sid: str, after: str = Query("0", description="resume after thi
             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
                                          "application/json": {}, "application/dicom": {}, "application/gzip": {}}}})
 async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle|seg|nifti)$"),
+                    seg_type: str = Query("binary", pattern="^(binary|labelmap)$",
+                                          description="seg: binary (classic Segmentation Storage) or labelmap"),
                     rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
-    enc = await rt.sessions.results_file(sid, who, format)
+    enc = await rt.sessions.results_file(sid, who, format, seg_type)
     status = await rt.sessions.status(sid, who)
     # partial results say so: frames the run has not reached yet are background in the file
     return Response(enc.data, media_type=enc.media_type,

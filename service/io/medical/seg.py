@@ -1,8 +1,10 @@
 """DICOM SEG out (highdicom) for a propagated series (reading one back as an annotation: seg_annotation.py).
 
-One segment per object, named by the request (default "Object N"), algorithm identification naming the
-model and its version. LABELMAP where the installed highdicom has it (unless the caller asks for BINARY,
-e.g. for a PACS that predates Label Map Segmentation Storage); empty frames are omitted.
+One segment per object, named by the request (default "Object N"), with a display colour (the DAVIS
+palette the PNG masks use, as CIELab), algorithm identification naming the model and its version.
+The default is the classic Segmentation Storage class (1.2.840.10008.5.1.4.1.1.66.4) with BINARY frames,
+which every PACS, viewer and validator reads; LABELMAP (Label Map Segmentation Storage, 2024,
+1.2.840.10008.5.1.4.1.1.66.7) on request where the installed highdicom writes it. Empty frames are omitted.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import io
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import highdicom as hd
 import numpy as np
@@ -20,13 +21,14 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from service.errors import InvalidInput, InvalidMask
+from service.io.images import davis_palette
 from service.io.medical.privacy import guard_library_logs, scrub
 from service.io.medical.volume import DicomSource, Volume, object_names
 
 log = logging.getLogger(__name__)
 guard_library_logs("highdicom")  # it logs source-instance UIDs at INFO
 
-SegType = Literal["auto", "LABELMAP", "BINARY"]
+SEG_TYPES = ("binary", "labelmap")
 LABELMAP_SUPPORTED = hasattr(hd.seg.SegmentationTypeValues, "LABELMAP")
 # Type-2 attributes highdicom copies from the sources: present-but-empty is valid DICOM, absent is not.
 _TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyID", "StudyDate", "StudyTime",
@@ -46,7 +48,7 @@ class SegOutput:
 
 
 def write_seg(volume: Volume, labels: Sequence[np.ndarray], model_name: str, model_version: str,
-              names: Sequence[str] | Mapping[int, str] | None = None, segmentation_type: SegType = "auto",
+              names: Sequence[str] | Mapping[int, str] | None = None, segmentation_type: str = "binary",
               software_version: str = "imos-serve") -> SegOutput:
     """Per-frame labels [H, W] (volume order, 0 = background) -> a DICOM SEG referencing the source series."""
     src = _check(volume, labels)
@@ -63,7 +65,7 @@ def write_seg(volume: Volume, labels: Sequence[np.ndarray], model_name: str, mod
     descriptions = [hd.seg.SegmentDescription(
         segment_number=n, segment_label=described[i], segmented_property_category=codes.SCT.Tissue,
         segmented_property_type=codes.SCT.Tissue, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm) for n, i in enumerate(ids, start=1)]
+        algorithm_identification=algorithm, display_color=_colour(i)) for n, i in enumerate(ids, start=1)]
     seg = _build(_sources(src), pixels, kind, descriptions, model_name, software_version)
     buf = io.BytesIO()
     seg.save_as(buf)
@@ -128,14 +130,21 @@ def _sources(src: DicomSource) -> list[Dataset]:
     return out
 
 
-def _resolve_type(requested: SegType) -> str:
-    if requested == "auto":
-        return "LABELMAP" if LABELMAP_SUPPORTED else "BINARY"
-    if requested == "LABELMAP" and not LABELMAP_SUPPORTED:
-        raise InvalidInput("the installed highdicom cannot write LABELMAP segmentations; ask for BINARY")
-    if requested not in ("LABELMAP", "BINARY"):
-        raise InvalidInput(f"segmentation type must be auto, LABELMAP or BINARY, not {requested!r}")
-    return requested
+def _resolve_type(requested: str) -> str:
+    kind = str(requested).strip().lower()
+    if kind not in SEG_TYPES:
+        raise InvalidInput(f"seg_type must be binary (classic Segmentation Storage, the default) or labelmap, "
+                           f"not {requested!r}")
+    if kind == "labelmap" and not LABELMAP_SUPPORTED:
+        raise InvalidInput("the installed highdicom cannot write LABELMAP segmentations; ask for binary")
+    return kind.upper()
+
+
+def _colour(label: int) -> hd.color.CIELabColor:
+    """The label's colour in the DAVIS palette the PNG masks use, as the CIELab value DICOM recommends."""
+    pal = davis_palette()
+    i = 3 * (label % 256)
+    return hd.color.CIELabColor.from_rgb(pal[i], pal[i + 1], pal[i + 2])
 
 
 def _build(sources: list[Dataset], pixels: np.ndarray, kind: str, descriptions: list[hd.seg.SegmentDescription],
