@@ -54,6 +54,10 @@ def test_pacs_round_trip_seg_equals_engine(orthanc: OrthancServer, embedded_sett
             bad = await client.post("/v1/dicomweb/segment", data={"pacs": "main", "study": study, "series": series,
                                     "frame": "0"}, files={"mask": ("m.npy", npy_bytes(np.ones((5, 5), np.uint8)))})
             assert bad.status_code == 400 and "matches no frame" in bad.json()["detail"]
+            labelmap = await client.post("/v1/dicomweb/segment", data={
+                "pacs": "main", "study": study, "series": series, "frame": str(k), "store": "false",
+                "seg_type": "labelmap"}, files={"mask": ("m.npy", npy_bytes(masks[k].astype(np.uint8)))})
+            assert labelmap.status_code == 200 and labelmap.json()["stored"] is False
             return r.json()  # type: ignore[no-any-return]
 
     summary = asyncio.run(scenario())
@@ -63,6 +67,7 @@ def test_pacs_round_trip_seg_equals_engine(orthanc: OrthancServer, embedded_sett
     assert len(stored) == 1  # the failed request stored nothing
     seg = hd.seg.segread(io.BytesIO(stored[0]))
     assert seg.SOPInstanceUID == summary["seg_sop_instance_uid"]
+    assert seg.SegmentationType == "BINARY" and seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"  # the default
     # the engine run locally on the same input gives the same masks, slice by slice
     volume = read_dicom_series(instances)
     engine = load_engine(tiny_repo, "tiny")
