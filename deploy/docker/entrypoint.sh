@@ -26,7 +26,7 @@ set -euo pipefail
 shopt -s nullglob
 
 # The imos subcommands (tests/unit/test_deploy_dockerfile.py keeps this list equal to the CLI's).
-CLI_COMMANDS="segment import-checkpoint export models serve gateway worker eval bench train finetune average"
+CLI_COMMANDS="segment import-checkpoint export models serve gateway worker eval bench train finetune average cvat"
 # Roles that load the model and so get a GPU claim and a warm-up.
 MODEL_ROLES="serve worker"
 
