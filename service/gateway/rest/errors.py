@@ -54,7 +54,10 @@ def install(app: FastAPI) -> None:
         if not exc.expose:
             log.error("request failed", extra={"route": request.url.path, "error": type(exc).__name__,
                                                "request_id": _request_id(request)})
-        return JSONResponse(error_body(exc, _request_id(request)), status_code=code, headers=_headers(code))
+        body = error_body(exc, _request_id(request))
+        if request.url.path.startswith("/v2/"):
+            body = {"error": body["detail"], "code": exc.code}  # the Open Inference Protocol's error body
+        return JSONResponse(body, status_code=code, headers=_headers(code))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -46,7 +46,7 @@ class Media:
 
 def urls(target: Target, data: Mapping[str, Any]) -> list[str]:
     """The media URL(s) of a task for the target: one for a video or image, a list for pages."""
-    value = data.get(target.data_key)
+    value = data.get(target.data_key) if isinstance(data, Mapping) else None
     if value is None:
         raise InvalidInput(f"the task has no data field {target.data_key!r} (the config reads "
                            f"${target.data_key})")

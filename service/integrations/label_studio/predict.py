@@ -77,8 +77,8 @@ class Backend:
     async def predict(self, body: Mapping[str, Any], tenant: str) -> dict[str, Any]:
         """{"results": [one prediction per task, in order]}."""
         tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not tasks:
-            raise InvalidInput("/predict needs a non-empty list of tasks")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
+            raise InvalidInput("/predict needs a non-empty list of tasks (objects)")
         label_config = body.get("label_config")
         if not isinstance(label_config, str):
             raise InvalidInput("/predict needs the project's label_config")

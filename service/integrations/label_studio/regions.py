@@ -38,9 +38,12 @@ def prompt(target: Target, results: Iterable[Mapping[str, Any]], height: int, wi
     ids: dict[str, int] = {}
     names: dict[int, str] = {}
     for i, item in enumerate(results):
-        if item.get("to_name") != target.to_name or item.get("type") not in _TYPES[target.kind]:
+        if not isinstance(item, Mapping) or item.get("to_name") != target.to_name \
+                or item.get("type") not in _TYPES[target.kind]:
             continue
         value = item.get("value") or {}
+        if not isinstance(value, Mapping):
+            raise InvalidMask("a region's value must be an object")
         label = _label(value)
         key = label or f"#region-{i}"
         obj = ids.setdefault(key, len(ids) + 1)
@@ -68,11 +71,17 @@ def _drawn(target: Target, item: Mapping[str, Any], value: Mapping[str, Any], he
         # Every keyframe's box holds on its own frame ("enabled": false only ends the track after it).
         out = []
         for key in value.get("sequence") or []:
-            frame = int(key.get("frame", 1)) - 1
+            try:
+                frame = int(key.get("frame", 1)) - 1
+            except (AttributeError, TypeError, ValueError):
+                raise InvalidMask("a video rectangle keyframe needs an integer frame") from None
             _check_frame(frame, num_frames)
             out.append((frame, _box(key, height, width)))
         return out
-    frame = int(item.get("item_index") or 0) if target.paged else 0
+    try:
+        frame = int(item.get("item_index") or 0) if target.paged else 0
+    except (TypeError, ValueError):
+        raise InvalidMask("a brush region's item_index must be a page number") from None
     _check_frame(frame, num_frames)
     if value.get("format", "rle") != "rle" or "rle" not in value:
         raise InvalidMask("a brush region must carry Label Studio RLE (value.format 'rle')")
