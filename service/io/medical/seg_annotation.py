@@ -90,14 +90,24 @@ def _frames(seg: Dataset) -> Iterator[tuple[np.ndarray, tuple[str, int], int | N
     if len(groups) != count:
         raise InvalidMask("the DICOM SEG lacks per-frame references to its source images")
     labelmap = str(seg.SegmentationType) == "LABELMAP"
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
     fractional_max = int(seg.get("MaximumFractionalValue", 1) or 1)
     for i, group in enumerate(groups):
         frame = pixels[i]
         if str(seg.SegmentationType) == "FRACTIONAL":  # above one half counts as inside
             frame = (frame.astype(np.float32) / fractional_max > 0.5).astype(np.uint8)
-        segment = None if labelmap else int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        segment = None if labelmap else _segment_number(group, shared)
         for ref in _references(group):
             yield frame.astype(np.int64), ref, segment
+
+
+def _segment_number(group: Dataset, shared: Dataset) -> int:
+    """A BINARY/FRACTIONAL frame's segment: in its own functional groups, or in the shared ones when every
+    frame has the same (highdicom writes a single-segment SEG that way)."""
+    ident = group.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence")
+    if not ident:
+        raise InvalidMask("the DICOM SEG does not say which segment its frames belong to")
+    return int(ident[0].ReferencedSegmentNumber)
 
 
 def _references(group: Dataset) -> Iterator[tuple[str, int]]:
