@@ -194,11 +194,19 @@ async def start_grpc(runtime: Runtime, host: str, port: int) -> tuple[grpc.aio.S
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", limit),
                                       ("grpc.max_send_message_length", limit)])
     register(PropagationServicer(runtime, pb2), server, pb2)
+    from service.gateway.grpc_inference import SERVICE as INFERENCE
+    from service.gateway.grpc_inference import add_inference_service
+    from service.gateway.protos import INFERENCE as INFERENCE_PROTO
+    from service.gateway.protos import default_paths
+
+    inference_pb2, _ = load_protos(default_paths(INFERENCE_PROTO))
+    add_inference_service(runtime, server, inference_pb2)
     checker = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(checker, server)
     for name in ("", SERVICE_NAME):
         await checker.set(name, health_pb2.HealthCheckResponse.SERVING)
-    names = (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+    names = (SERVICE_NAME, INFERENCE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME)
     reflection.enable_server_reflection(names, server)
     try:
         credentials = server_credentials(runtime.settings)

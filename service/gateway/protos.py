@@ -1,7 +1,8 @@
-"""The gRPC stubs of ``proto/imos/v1/propagation.proto``, generated with grpc_tools and imported.
+"""The gRPC stubs of ``proto/imos/v1/propagation.proto`` (iMOS Serve's own service) and of
+``proto/inference/grpc_service.proto`` (the Open Inference Protocol), generated with grpc_tools and imported.
 
-The generated files are build outputs (git-ignored, never edited): they live in
-``service/_generated/imos/v1/`` beside a stamp holding the .proto's SHA-256, and
+The generated files are build outputs (git-ignored, never edited): they live under
+``service/_generated/`` (``imos/v1/``, ``inference/``) beside a stamp holding each .proto's SHA-256, and
 are regenerated when missing or when the .proto changed. ``python -m
 service.gateway.protos`` generates them ahead of time (scripts/setup.sh, images).
 
@@ -22,34 +23,44 @@ from types import ModuleType
 
 from service.errors import ImosError
 
-PROTO_NAME = "imos/v1/propagation.proto"
-MODULE = "imos.v1.propagation_pb2"
+PROPAGATION = "imos/v1/propagation"
+INFERENCE = "inference/grpc_service"
 
 
 @dataclass(frozen=True)
 class ProtoPaths:
-    """Where the .proto is read from and where its Python modules are written."""
+    """Where a .proto (``name``: its path under proto_root without ".proto") is read from and where its
+    Python modules are written."""
 
     proto_root: Path
     out_root: Path
+    name: str = PROPAGATION
 
     @property
     def proto(self) -> Path:
-        return self.proto_root / PROTO_NAME
+        return self.proto_root / f"{self.name}.proto"
 
     @property
     def package_dir(self) -> Path:
-        return self.out_root / "imos" / "v1"
+        return self.out_root / Path(self.name).parent
+
+    @property
+    def base(self) -> str:
+        return Path(self.name).name
+
+    @property
+    def module(self) -> str:
+        return f"{self.name.replace('/', '.')}_pb2"
 
     @property
     def stamp(self) -> Path:
-        return self.package_dir / "propagation.proto.sha256"
+        return self.package_dir / f"{self.base}.proto.sha256"
 
 
-def default_paths() -> ProtoPaths:
+def default_paths(name: str = PROPAGATION) -> ProtoPaths:
     """The repository's proto/ folder and service/_generated/."""
     service_dir = Path(__file__).resolve().parents[1]
-    return ProtoPaths(service_dir.parent / "proto", service_dir / "_generated")
+    return ProtoPaths(service_dir.parent / "proto", service_dir / "_generated", name)
 
 
 def proto_digest(paths: ProtoPaths) -> str:
@@ -63,7 +74,7 @@ def is_current(paths: ProtoPaths) -> bool:
 
     Without the .proto (an install that ships only the generated modules) existing modules are used.
     """
-    outputs = (paths.package_dir / "propagation_pb2.py", paths.package_dir / "propagation_pb2_grpc.py")
+    outputs = (paths.package_dir / f"{paths.base}_pb2.py", paths.package_dir / f"{paths.base}_pb2_grpc.py")
     if not all(p.is_file() for p in outputs):
         return False
     if not paths.proto.is_file():
@@ -90,11 +101,13 @@ def generate(paths: ProtoPaths) -> None:
                             str(paths.proto)])
         if code != 0:
             raise ImosError(f"protoc failed on {paths.proto} (exit code {code})")
-        made = Path(tmp) / "imos" / "v1"
-        for name in ("propagation_pb2.py", "propagation_pb2.pyi", "propagation_pb2_grpc.py"):
-            os.replace(made / name, paths.package_dir / name)
-    for pkg in (paths.out_root / "imos", paths.package_dir):
+        made = Path(tmp) / Path(paths.name).parent
+        for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"):
+            os.replace(made / f"{paths.base}{suffix}", paths.package_dir / f"{paths.base}{suffix}")
+    pkg = paths.package_dir
+    while pkg != paths.out_root:
         (pkg / "__init__.py").touch()
+        pkg = pkg.parent
     paths.stamp.write_text(digest + "\n")
 
 
@@ -107,24 +120,27 @@ def ensure_generated(paths: ProtoPaths | None = None) -> ProtoPaths:
 
 
 def load_protos(paths: ProtoPaths | None = None) -> tuple[ModuleType, ModuleType]:
-    """(propagation_pb2, propagation_pb2_grpc), generating them first when needed."""
-    if MODULE in sys.modules and f"{MODULE}_grpc" in sys.modules:
-        return sys.modules[MODULE], sys.modules[f"{MODULE}_grpc"]
+    """(X_pb2, X_pb2_grpc) of one .proto (default: propagation), generating them first when needed."""
+    paths = paths or default_paths()
+    module = paths.module
+    if module in sys.modules and f"{module}_grpc" in sys.modules:
+        return sys.modules[module], sys.modules[f"{module}_grpc"]
     paths = ensure_generated(paths)
     root = str(paths.out_root)
     if root not in sys.path:
         sys.path.insert(0, root)
     importlib.invalidate_caches()  # the files may have been written after the import system looked
-    return importlib.import_module(MODULE), importlib.import_module(f"{MODULE}_grpc")
+    return importlib.import_module(module), importlib.import_module(f"{module}_grpc")
 
 
 def main() -> int:
     """Generate the stubs now (build time)."""
-    paths = default_paths()
-    fresh = is_current(paths)
-    ensure_generated(paths)
-    state = "already current" if fresh else "generated"
-    print(f"gRPC stubs {state} in {paths.package_dir}")
+    for name in (PROPAGATION, INFERENCE):
+        paths = default_paths(name)
+        fresh = is_current(paths)
+        ensure_generated(paths)
+        state = "already current" if fresh else "generated"
+        print(f"gRPC stubs {state} in {paths.package_dir}")
     return 0
 
 

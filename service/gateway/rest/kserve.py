@@ -5,28 +5,28 @@ Errors follow the protocol's body, ``{"error": message}``, with the status of th
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.errors import StoreUnavailable
+from service.gateway.rest.schemas import InferenceErrorOut
 from service.gateway.rest.sessions import runtime, tenant
-from service.integrations.kserve.model import InferenceModel
+from service.integrations.kserve.model import EXTENSIONS, InferenceModel, is_ready, server_version
 from service.integrations.kserve.tensors import HEADER, parse_request, response
 from service.runtime import Runtime
 
-router = APIRouter(prefix="/v2", tags=["kserve-v2"])
-EXTENSIONS = ["binary_tensor_data", "sequence", "parameters"]
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": InferenceErrorOut, "description": text} for code, text in (
+    (400, "bad input; error names the problem"), (401, "missing or invalid API key"),
+    (404, "a model this server does not serve"), (409, "wrong session state"), (413, "too large"),
+    (500, "the run failed or an internal error"), (503, "store or workers unavailable"),
+    (504, "the run passed its deadline"))}
+router = APIRouter(prefix="/v2", tags=["kserve-v2"], responses=_ERRORS)
 
 
 @router.get("", summary="Server metadata (Open Inference Protocol)")
 async def server_metadata() -> dict[str, object]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        ours = version("imos-serve")
-    except PackageNotFoundError:
-        ours = "0"
-    return {"name": "imos-serve", "version": ours, "extensions": EXTENSIONS}
+    return {"name": "imos-serve", "version": server_version(), "extensions": EXTENSIONS}
 
 
 @router.get("/health/live", summary="The server is up")
@@ -36,7 +36,7 @@ async def live() -> dict[str, bool]:
 
 @router.get("/health/ready", summary="Store reachable and a worker alive")
 async def ready(rt: Runtime = Depends(runtime)) -> JSONResponse:
-    ok = await _ready(rt)
+    ok = await is_ready(rt)
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
@@ -52,7 +52,7 @@ async def model_metadata(model: str, version: str | None = None, rt: Runtime = D
 @router.get("/models/{model}/versions/{version}/ready", include_in_schema=False)
 async def model_ready(model: str, version: str | None = None, rt: Runtime = Depends(runtime)) -> JSONResponse:
     InferenceModel(rt).check(model, version)
-    ok = await _ready(rt)
+    ok = await is_ready(rt)
     return JSONResponse({"name": model, "ready": ok}, status_code=200 if ok else 503)
 
 
@@ -69,10 +69,3 @@ async def infer(request: Request, model: str, version: str | None = None, rt: Ru
     media = "application/octet-stream" if header is not None else "application/json"
     return Response(body, media_type=media, headers=headers)
 
-
-async def _ready(rt: Runtime) -> bool:
-    try:
-        await rt.store.ping()
-    except StoreUnavailable:
-        return False
-    return rt.worker is not None or bool(await rt.records.live_workers())

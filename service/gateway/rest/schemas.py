@@ -86,6 +86,14 @@ class SessionStatus(BaseModel):
     error: RunErrorOut | None = None
 
 
+class InferenceErrorOut(BaseModel):
+    """The Open Inference Protocol's error body (the /v2 routes): ``error`` the safe message, ``code`` the
+    stable code of the error table."""
+
+    error: str
+    code: str
+
+
 class ErrorOut(BaseModel):
     """Every error body: ``error`` the class name, ``code`` a stable code (docs/api.md lists them),
     ``detail`` a safe message, ``request_id`` the request's id (also in the x-request-id header)."""

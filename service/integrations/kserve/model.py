@@ -26,6 +26,27 @@ from service.sessions.codec import decode_labels
 
 Output = tuple[str, str, np.ndarray]
 POLL_S = 0.01
+EXTENSIONS = ["binary_tensor_data", "sequence", "parameters"]
+
+
+def server_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("imos-serve")
+    except PackageNotFoundError:
+        return "0"
+
+
+async def is_ready(rt: Runtime) -> bool:
+    """The store answers and a worker can run the model (this process's, or a live one elsewhere)."""
+    from service.errors import StoreUnavailable
+
+    try:
+        await rt.store.ping()
+    except StoreUnavailable:
+        return False
+    return rt.worker is not None or bool(await rt.records.live_workers())
 
 
 class InferenceModel:
