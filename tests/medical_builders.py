@@ -152,3 +152,19 @@ def enhanced_ct(frames: list[np.ndarray], spacing: tuple[float, float, float] = 
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     _grey_pixels(ds, np.stack([frames[k] for k in order]).astype(np.int16) + 924, signed=True)
     return _file_bytes(ds, EnhancedCTImageStorage), order
+
+
+def three_object_ct() -> tuple[list[bytes], list[np.ndarray]]:
+    """A CT series of 8 random 48x56 slices (instances shuffled) and its labels: three objects, the second
+    absent on slices 3 and 4, the first moving one pixel a slice."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (48, 56), dtype=np.uint8) for _ in range(8)]
+    labels = []
+    for k in range(8):
+        m = np.zeros((48, 56), np.uint8)
+        m[10:20, 10 + k:25 + k] = 1
+        if k not in (3, 4):
+            m[30:40, 30:45] = 2
+        m[5:8, 40:50] = 3
+        labels.append(m)
+    return ct_series(frames, shuffle_seed=3), labels

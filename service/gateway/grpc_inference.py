@@ -8,7 +8,6 @@ back in ``raw_output_contents``. Errors leave through the one error table (gRPC 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, TypeVar
@@ -18,9 +17,8 @@ import numpy as np
 from google.protobuf.message import Message
 
 from service.errors import InvalidInput
-from service.gateway.grpc_errors import abort_with, code_for
 from service.gateway.grpc_register import register_service
-from service.gateway.grpc_server import resolve_tenant
+from service.gateway.grpc_server import run_unary
 from service.integrations.kserve.model import EXTENSIONS, InferenceModel, is_ready, server_version
 from service.integrations.kserve.tensors import DTYPES, InferRequest
 from service.runtime import Runtime
@@ -38,16 +36,7 @@ class InferenceServicer:
         self.rt, self.pb2 = rt, pb2
 
     async def _unary(self, route: str, context: grpc.aio.ServicerContext, work: Callable[[str], Awaitable[T]]) -> T:
-        started, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            return await work(resolve_tenant(context, self.rt.keys))
-        except Exception as exc:  # every failure leaves as a status, never as a crash
-            code = code_for(exc)
-            await abort_with(context, exc)
-            raise  # abort_with raises; this keeps the type checker aware
-        finally:
-            self.rt.metrics.requests.labels("grpc", route, code.name).inc()
-            self.rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
+        return await run_unary(self.rt, route, context, work)
 
     async def ServerLive(self, request: Message, context: grpc.aio.ServicerContext) -> Message:  # noqa: N802
         return self.pb2.ServerLiveResponse(live=True)

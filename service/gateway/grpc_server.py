@@ -50,6 +50,24 @@ def resolve_tenant(context: grpc.aio.ServicerContext, keys: KeyRing) -> str:
     return keys.tenant_for(key if isinstance(key, str) else None)
 
 
+async def run_unary(rt: Runtime, route: str, context: grpc.aio.ServicerContext,
+                    work: Callable[[str], Awaitable[T]]) -> T:
+    """Run one unary handler for the caller's tenant: map domain errors to statuses, count the request."""
+    started, code = time.perf_counter(), grpc.StatusCode.OK
+    try:
+        return await work(resolve_tenant(context, rt.keys))
+    except asyncio.CancelledError:
+        code = grpc.StatusCode.CANCELLED
+        raise
+    except Exception as exc:  # every failure leaves as a status, never as a crash
+        code = code_for(exc)
+        await abort_with(context, exc)
+        raise  # abort_with raises already
+    finally:
+        rt.metrics.requests.labels("grpc", route, code.name).inc()
+        rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
+
+
 class PropagationServicer:
     """Implements the Propagation methods (registered by name on the server)."""
 
@@ -66,18 +84,7 @@ class PropagationServicer:
 
     async def _unary(self, route: str, context: grpc.aio.ServicerContext,
                      work: Callable[[str], Awaitable[T]]) -> T:
-        """Run one unary handler for the caller's tenant: map domain errors to statuses, count the request."""
-        started, code = time.perf_counter(), grpc.StatusCode.OK
-        try:
-            return await work(resolve_tenant(context, self.rt.keys))
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as exc:  # every failure leaves as a status, never as a crash
-            code = code_for(exc)
-            await abort_with(context, exc)
-        finally:
-            self._observe(route, code, started)
+        return await run_unary(self.rt, route, context, work)
 
     async def _stream(self, route: str, context: grpc.aio.ServicerContext,
                       items: Callable[[str], AsyncIterator[Message]]) -> AsyncIterator[Message]:

@@ -17,7 +17,7 @@ import pytest
 
 from service.io.medical.dicom_series import read_dicom_series
 from service.io.medical.seg import write_seg
-from tests.medical_builders import ct_series
+from tests.medical_builders import three_object_ct
 
 OHIF_DIR = Path(os.environ.get("IMOS_OHIF_DIR", "/var/cache/imos/ohif-5.14.0"))
 LOADER = Path(__file__).with_name("ohif") / "load_seg.mjs"
@@ -36,18 +36,8 @@ def _node() -> str:
 
 def test_ohif_loads_the_default_seg_slice_by_slice(tmp_path: Path) -> None:
     node = _node()
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (48, 56), dtype=np.uint8) for _ in range(8)]
-    instances = ct_series(frames, shuffle_seed=3)
+    instances, labels = three_object_ct()
     volume = read_dicom_series(instances)
-    labels = []
-    for k in range(8):
-        m = np.zeros((48, 56), np.uint8)
-        m[10:20, 10 + k:25 + k] = 1
-        if k not in (3, 4):
-            m[30:40, 30:45] = 2
-        m[5:8, 40:50] = 3
-        labels.append(m)
     paths = []
     for i, data in enumerate(instances):
         (tmp_path / f"src{i}.dcm").write_bytes(data)

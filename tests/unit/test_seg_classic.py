@@ -20,7 +20,7 @@ from service.io.medical.dicom_series import read_dicom_series
 from service.io.medical.seg import LABELMAP_SUPPORTED, write_seg
 from service.io.medical.volume import Volume
 from service.io.outputs import encode_results
-from tests.medical_builders import ct_series
+from tests.medical_builders import three_object_ct
 
 CLASSIC, LABELMAP = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"
 NAMES = {1: "Liver", 2: "Tumour", 3: "Vessel"}
@@ -29,17 +29,8 @@ NAMES = {1: "Liver", 2: "Tumour", 3: "Vessel"}
 @pytest.fixture(scope="module")
 def case() -> tuple[Volume, list[np.ndarray]]:
     """Three objects over 8 slices uploaded in shuffled order; the tumour is absent on slices 3 and 4."""
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 255, (48, 56), dtype=np.uint8) for _ in range(8)]
-    volume = read_dicom_series(ct_series(frames, shuffle_seed=3))
-    labels = []
-    for k in range(8):
-        m = np.zeros((48, 56), np.uint8)
-        m[10:20, 10 + k:25 + k] = 1
-        if k not in (3, 4):
-            m[30:40, 30:45] = 2
-        m[5:8, 40:50] = 3
-        labels.append(m)
+    instances, labels = three_object_ct()
+    volume = read_dicom_series(instances)
     return volume, labels
 
 
