@@ -67,3 +67,7 @@ class Settings(BaseSettings):
     label_studio_predict_budget_s: float = Field(60.0, description="longest a Label Studio /predict waits for its "
                                                                    "runs before answering with the frames done "
                                                                    "(Label Studio gives up after 100 s)")
+    monai_label_labels: str = Field("object 1,object 2,object 3",
+                                    description="comma-separated segment names 3D Slicer's MONAI Label module "
+                                                "offers before anything is painted (painted segments keep "
+                                                "their own names)")

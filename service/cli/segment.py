@@ -21,7 +21,7 @@ from service.sessions.model import DIRECTIONS
 if TYPE_CHECKING:  # torch only where frames are propagated here, not for --server or --help
     from service.engine.propagate import FrameResult, Propagator
 
-FORMATS_CLI = ("png", "npy", "seg", "nifti", "rle")
+FORMATS_CLI = ("png", "npy", "seg", "nifti", "nrrd", "rle")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="index PNG or .npy (H x W), NIfTI labelmap or DICOM SEG labelling one slice")
     p.add_argument("--frame", type=int, default=None, help="annotated frame (implied by a NIfTI/SEG mask)")
     p.add_argument("--format", choices=FORMATS_CLI, default="png",
-                   help="png: OUTDIR/00000.png...; npy, seg (DICOM input), nifti (NIfTI input), "
+                   help="png: OUTDIR/00000.png...; npy, seg (DICOM input), nifti / nrrd (NIfTI or NRRD input), "
                         "rle: one file in OUTDIR")
     p.add_argument("--labels", default=None, help="object names, e.g. 1=Liver,2=Tumour (SEG and RLE outputs)")
     p.add_argument("--seg-type", choices=("binary", "labelmap"), default="binary",

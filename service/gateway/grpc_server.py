@@ -32,6 +32,7 @@ from service.gateway.grpc_errors import ExplicitStatus, abort_with, code_for
 from service.gateway.grpc_register import register
 from service.gateway.grpc_track import TrackCall
 from service.gateway.protos import load_protos
+from service.io.outputs import FORMATS
 from service.runtime import Runtime
 from service.sessions.model import RunSpec
 from service.sessions.service import with_deadline
@@ -154,8 +155,8 @@ class PropagationServicer:
 
     async def _results(self, request: Message, tenant: str) -> Message:
         fmt = request.format or "png-zip"
-        if fmt not in ("png-zip", "npy", "rle", "seg", "nifti"):
-            raise InvalidInput(f"format must be png-zip, npy, rle, seg or nifti, got {fmt!r}")
+        if fmt not in FORMATS:
+            raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
         enc = await self.sessions.results_file(request.session_id, tenant, fmt, request.seg_type or "binary")
         return self.pb2.GetResultsResponse(data=enc.data, media_type=enc.media_type, filename=f"masks{enc.suffix}")
 

@@ -12,7 +12,7 @@ from service.io.medical.volume import Volume
 from service.io.sequence import encode_npy, encode_png_zip
 from service.sessions.codec import encode_labels
 
-FORMATS = ("png-zip", "npy", "seg", "nifti", "rle")
+FORMATS = ("png-zip", "npy", "seg", "nifti", "nrrd", "rle")
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,8 @@ def encode_results(fmt: str, labels: Sequence[np.ndarray], volume: Volume | None
                    seg_type: str = "binary") -> Encoded:
     """labels: one index mask [H, W] per frame -> bytes in format fmt.
 
-    seg needs a DICOM volume (its source instances), nifti a NIfTI one (its affine); seg_type: binary
+    seg needs a DICOM volume (its source instances), nifti and nrrd a NIfTI or NRRD one (its grid and
+    affine); seg_type: binary
     (classic Segmentation Storage, the default) or labelmap.
     """
     if fmt == "png-zip":
@@ -56,10 +57,18 @@ def encode_results(fmt: str, labels: Sequence[np.ndarray], volume: Volume | None
         return Encoded(seg.data, "application/dicom", ".dcm")
     if fmt == "nifti":
         if volume is None or volume.nifti is None:
-            raise InvalidInput("NIfTI output needs a NIfTI input (its affine); use seg, png-zip, npy or rle")
+            raise InvalidInput("NIfTI output needs a NIfTI or NRRD input (its affine); use seg, png-zip, npy or rle")
         from service.io.medical.nifti import write_labelmap
 
         return Encoded(write_labelmap(volume, list(labels)), "application/gzip", ".nii.gz")
+    if fmt == "nrrd":
+        if volume is None or volume.nifti is None:
+            raise InvalidInput("NRRD output needs a NIfTI or NRRD input (its grid); use seg, png-zip, npy or rle")
+        from service.io.medical.nifti import labelmap_voxels
+        from service.io.medical.nrrd import encode_label_nrrd
+
+        voxels = labelmap_voxels(volume.nifti, list(labels))
+        return Encoded(encode_label_nrrd(voxels, volume.nifti.affine), "application/octet-stream", ".nrrd")
     raise InvalidInput(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 

@@ -333,11 +333,11 @@ class SessionService:
                            "POST .../propagate)")
         labels = await self.all_labels(sid, tenant)
         volume = None
-        if fmt in ("seg", "nifti"):
+        if fmt in ("seg", "nifti", "nrrd"):
             blob = await self.records.source(sid)
             if blob is None:
                 raise InvalidInput(f"{fmt} output needs a session created from a "
-                                   f"{'DICOM series' if fmt == 'seg' else 'NIfTI volume'}")
+                                   f"{'DICOM series' if fmt == 'seg' else 'NIfTI or NRRD volume'}")
             volume = unpack_source(blob, labels)
         meta = await self.records.meta(sid, tenant)
         names = {int(k): v for k, v in meta.labels.items() if str(k).isdigit()}

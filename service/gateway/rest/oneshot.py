@@ -27,7 +27,7 @@ async def segment(sequence: list[UploadFile] = File(..., description="DICOM (zip
                   mask: UploadFile = File(..., description="index PNG, .npy, NIfTI labelmap or DICOM SEG (one slice)"),
                   frame: int | None = Form(None, description="annotated frame (implied by a NIfTI/SEG mask)"),
                   direction: str = Form("both", pattern="^(both|forward|backward)$"),
-                  output: str = Form("png-zip", pattern="^(png-zip|npy|seg|nifti|rle)$"),
+                  output: str = Form("png-zip", pattern="^(png-zip|npy|seg|nifti|nrrd|rle)$"),
                   settings: str | None = Form(None, description='JSON of XMem settings, e.g. {"size": 480}'),
                   labels: str | None = Form(None, description='object names, e.g. {"1": "Liver"}'),
                   window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),

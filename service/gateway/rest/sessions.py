@@ -123,12 +123,13 @@ async def events(sid: str, after: str = Query("0", description="resume after thi
 
 
 @router.get("/{sid}/masks", summary="All masks: png-zip, npy (T x H x W, uint8; uint16 past label 255), "
-            "rle (COCO JSON), seg (DICOM SEG, for a session made from a DICOM series) or nifti (for a NIfTI volume); "
+            "rle (COCO JSON), seg (DICOM SEG, for a session made from a DICOM series), nifti or nrrd (for a NIfTI "
+            "or NRRD volume); "
             "409 before any run; headers X-Run-State (running, done, failed) and X-Frames-Done / X-Frames say "
             "whether the file is complete",
             responses={200: {"content": {"application/zip": {}, "application/octet-stream": {},
                                          "application/json": {}, "application/dicom": {}, "application/gzip": {}}}})
-async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle|seg|nifti)$"),
+async def get_masks(sid: str, format: str = Query("png-zip", pattern="^(png-zip|npy|rle|seg|nifti|nrrd)$"),
                     seg_type: str = Query("binary", pattern="^(binary|labelmap)$",
                                           description="seg: binary (classic Segmentation Storage) or labelmap"),
                     rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:

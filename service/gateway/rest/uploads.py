@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 
-from fastapi import Request, UploadFile
+from fastapi import Request
+from starlette.datastructures import UploadFile  # FastAPI's UploadFile is a subclass: routes' parameters fit too
 
 from service.errors import InvalidInput, TooLarge
 

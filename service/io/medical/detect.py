@@ -1,6 +1,7 @@
 """Recognise an upload's format from its bytes (file name only as a tie-breaker) and read it.
 
-Volumes: DICOM (one instance, a zip, a folder, or several instances), NIfTI (.nii / .nii.gz), video
+Volumes: DICOM (one instance, a zip, a folder, or several instances), NIfTI (.nii / .nii.gz), NRRD (.nrrd,
+data attached; read through the NIfTI path, so its results go back as NIfTI or NRRD on its grid), video
 (mp4 / avi / mov / mkv), and the plain formats of :mod:`service.io.sequence` (zip of PNG/JPEG, .npy, one
 image). Annotations: index PNG, .npy, NIfTI labelmap with one labelled slice, DICOM SEG of one slice.
 """
@@ -22,19 +23,27 @@ from service.io.images import IMAGE_SUFFIXES, read_frames
 from service.io.medical.dicom_files import looks_like_dicom
 from service.io.medical.dicom_series import read_dicom_series
 from service.io.medical.intensity import IntensityOptions
-from service.io.medical.nifti import GZIP_MAGIC, looks_like_nifti, read_labelmap_annotation, read_nifti
+from service.io.medical.nifti import (
+    GZIP_MAGIC,
+    load_image,
+    looks_like_nifti,
+    read_labelmap_annotation,
+    read_nifti,
+    volume_from_image,
+)
+from service.io.medical.nrrd import looks_like_nrrd, read_nrrd_image
 from service.io.medical.seg_annotation import is_seg, read_seg_annotation
 from service.io.medical.video import looks_like_video, read_video
 from service.io.medical.volume import DEFAULT_LIMITS, Annotation, ReadLimits, Volume
 from service.io.safezip import ZIP_ERRORS
 from service.io.sequence import decode_mask_upload, decode_sequence
 
-VolumeFormat = Literal["dicom", "nifti", "video", "images"]
+VolumeFormat = Literal["dicom", "nifti", "nrrd", "video", "images"]
 AnnotationFormat = Literal["png", "npy", "nifti", "seg"]
 _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*")
 _NPY = b"\x93NUMPY"
-_SUFFIXES: dict[str, VolumeFormat] = {".dcm": "dicom", ".nii": "nifti", ".nii.gz": "nifti", ".mp4": "video",
-                                      ".avi": "video", ".mov": "video", ".mkv": "video"}
+_SUFFIXES: dict[str, VolumeFormat] = {".dcm": "dicom", ".nii": "nifti", ".nii.gz": "nifti", ".nrrd": "nrrd",
+                                      ".mp4": "video", ".avi": "video", ".mov": "video", ".mkv": "video"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,8 @@ def detect_format(data: bytes, filename: str | None = None) -> VolumeFormat:
         return "dicom"
     if looks_like_nifti(data) or (data.startswith(GZIP_MAGIC) and looks_like_nifti(_gunzip_head(data))):
         return "nifti"
+    if looks_like_nrrd(data):
+        return "nrrd"
     if looks_like_video(data):
         return "video"
     if data.startswith(_NPY) or data.startswith(_IMAGE_MAGIC):
@@ -90,7 +101,7 @@ def detect_format(data: bytes, filename: str | None = None) -> VolumeFormat:
     for suffix, kind in _SUFFIXES.items():
         if name.endswith(suffix):
             return kind
-    raise InvalidFrames("unrecognised format: send DICOM, NIfTI, a video (mp4/avi/mov), a zip of PNG/JPEG "
+    raise InvalidFrames("unrecognised format: send DICOM, NIfTI, NRRD, a video (mp4/avi/mov), a zip of PNG/JPEG "
                         "frames, a .npy or an image")
 
 
@@ -112,12 +123,33 @@ def load_volume(source: bytes | Sequence[bytes] | Path, filename: str | None = N
         return read_dicom_series(data, options.intensity, options.limits)
     if kind == "nifti":
         return read_nifti(data, options.axis, options.intensity, options.limits)
+    if kind == "nrrd":
+        img = read_nrrd_image(data, options.limits, InvalidFrames)
+        return volume_from_image(img, options.axis, options.intensity, options.limits)
     if kind == "video":
         return read_video(data, options.limits)
     if kind == "images":
         frames = decode_sequence(data, filename or "sequence", options.limits.max_bytes, options.limits.max_frames)
         return Volume(frames=frames, kind="images")
-    raise InvalidInput(f"unknown format {kind!r}; use dicom, nifti, video or images")
+    raise InvalidInput(f"unknown format {kind!r}; use dicom, nifti, nrrd, video or images")
+
+
+def load_label_values(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """A label volume (NIfTI or NRRD) -> its voxel array [X, Y, Z] on the file's own grid."""
+    if looks_like_nrrd(data):
+        img = read_nrrd_image(data, limits, InvalidMask)
+    elif looks_like_nifti(data) or (data.startswith(GZIP_MAGIC) and looks_like_nifti(_gunzip_head(data))):
+        img = load_image(data, limits, InvalidMask)
+    else:
+        raise InvalidMask("the label volume is neither NIfTI (.nii / .nii.gz) nor NRRD (.nrrd)")
+    values = np.asanyarray(img.dataobj)
+    while values.ndim > 3 and values.shape[-1] == 1:
+        values = values[..., 0]
+    if values.ndim == 2:
+        values = values[..., None]
+    if values.ndim != 3:
+        raise InvalidMask(f"the label volume has shape {values.shape}; a 3-D labelmap is expected")
+    return np.asarray(values)
 
 
 def _load_path(path: Path, fmt: VolumeFormat | None, options: ReadOptions) -> Volume:

@@ -92,7 +92,12 @@ def read_nifti(data: bytes | Path, axis: int | None = None, options: IntensityOp
 
     Intensities: explicit window or preset when given (the caller knows it is CT), else percentile min-max.
     """
-    img = load_image(data, limits, InvalidFrames)
+    return volume_from_image(load_image(data, limits, InvalidFrames), axis, options, limits)
+
+
+def volume_from_image(img: nib.Nifti1Image, axis: int | None = None, options: IntensityOptions = DEFAULT_INTENSITY,
+                      limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
+    """An image in memory (NIfTI, or NRRD read into one) -> Volume (kind "nifti"); see read_nifti."""
     values = _array3d(img, InvalidFrames)
     ornt = io_orientation(img.affine)
     file_axis, c = _canonical_axis(ornt, axis)
@@ -122,6 +127,11 @@ def write_labelmap(volume: Volume, labels: list[np.ndarray]) -> bytes:
     src = volume.nifti
     if src is None:
         raise InvalidInput("a NIfTI labelmap needs a NIfTI input volume (its affine and grid)")
+    return _encode(labelmap_voxels(src, labels), src)
+
+
+def labelmap_voxels(src: NiftiSource, labels: list[np.ndarray]) -> np.ndarray:
+    """Per-frame labels [H, W] -> a label array on the input file's voxel grid [X, Y, Z] (uint8 or uint16)."""
     c = int(src.ornt[src.axis, 0])
     canon_shape = [0, 0, 0]
     for file_axis, (target, _) in enumerate(src.ornt):
@@ -135,8 +145,18 @@ def write_labelmap(volume: Volume, labels: list[np.ndarray]) -> bytes:
         index: list[slice | int] = [slice(None)] * 3
         index[c] = k
         canon[tuple(index)] = lab[::-1, ::-1].T  # undo the display view
-    data = apply_orientation(canon, ornt_transform(_IDENTITY, src.ornt))
-    return _encode(data, src)
+    return apply_orientation(canon, ornt_transform(_IDENTITY, src.ornt))
+
+
+def label_frames(values: np.ndarray, src: NiftiSource) -> list[np.ndarray]:
+    """A label array on the input file's voxel grid [X, Y, Z] -> per-frame labels [H, W] int64 in display
+    order and view (the inverse of labelmap_voxels)."""
+    if tuple(values.shape) != src.shape:
+        raise InvalidMask(f"the label volume's grid {tuple(values.shape)} does not match the image's {src.shape}")
+    if not np.allclose(values, np.rint(values)):
+        raise InvalidMask("the label volume holds non-integer values; a labelmap holds label numbers")
+    _, c = _canonical_axis(src.ornt, src.axis)
+    return _frames_of(apply_orientation(np.rint(values).astype(np.int64), src.ornt), c)
 
 
 def _encode(data: np.ndarray, src: NiftiSource) -> bytes:
