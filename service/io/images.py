@@ -117,6 +117,13 @@ def _load_npy(path: Path, error: type[Exception]) -> np.ndarray:
         raise error(f"{path.name} is not a readable .npy array: {exc}") from None
 
 
+def encode_frame_png(frame: np.ndarray) -> bytes:
+    """Display frame uint8 [H, W] or [H, W, 3] -> PNG bytes (fast compression: served one per request)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def encode_mask_png(labels: np.ndarray) -> bytes:
     """Index mask [H, W] -> palette PNG bytes (labels must fit in 0..255)."""
     if labels.max(initial=0) > 255:

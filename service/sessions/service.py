@@ -23,6 +23,7 @@ from service.errors import (
     TooLarge,
     failure_error,
 )
+from service.io.images import encode_frame_png
 from service.io.medical.detect import load_annotation
 from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
@@ -312,6 +313,27 @@ class SessionService:
         if got is None:
             raise NotFound(f"no mask for frame {frame} yet")
         return got[1]
+
+    async def set_labels(self, sid: str, tenant: str, labels: dict[str, str]) -> dict[str, str]:
+        """Name the objects ({"1": "Liver", ...}); the names go into SEG segments and RLE outputs."""
+        for key, name in labels.items():
+            if not key.isdigit() or not 1 <= int(key) <= self.max_objects or not isinstance(name, str):
+                raise InvalidInput(f"labels map object numbers 1..{self.max_objects} to names; got {key!r}")
+            if not name.strip() or len(name) > 64:
+                raise InvalidInput(f"object {key}'s name must be 1 to 64 characters")
+        async with self.records.meta_lock(sid):
+            meta = await self.records.meta(sid, tenant)
+            merged = {**meta.labels, **{k: v.strip() for k, v in labels.items()}}
+            await self.records.put_meta(dataclasses.replace(meta, labels=merged))
+        return merged
+
+    async def frame_png(self, sid: str, tenant: str, frame: int) -> bytes:
+        """Frame ``frame`` of the session as a PNG (grey or RGB, as stored)."""
+        await self.records.meta(sid, tenant)
+        have = await self.records.num_frames(sid)
+        if not 0 <= frame < have:
+            raise NotFound(f"frame {frame} is outside the session's frames 0..{have - 1}")
+        return await asyncio.to_thread(encode_frame_png, await self.records.frame(sid, frame))
 
     async def all_labels(self, sid: str, tenant: str) -> list[np.ndarray]:
         """Index masks for every frame (background where none was computed)."""

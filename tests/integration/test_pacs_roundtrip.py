@@ -11,6 +11,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from service.engine.loader import load_engine
 from service.io.medical import DicomWebClient, PacsEndpoint, read_dicom_series
@@ -138,3 +139,33 @@ def test_dicomweb_series_over_the_frame_limit_is_refused(orthanc: OrthancServer,
     asyncio.run(scenario())
     with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
         assert len(c.retrieve_series(study, series)) == 6  # only the uploaded series: no SEG was stored
+
+
+def test_a_pacs_series_opens_as_a_session_for_the_review_page(orthanc: OrthancServer, embedded_settings: Settings,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    if not (Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dev").is_dir():
+        pytest.skip("../shared/data/dev is not present")
+    frames = dev_sequence(SEQ)[0][:5]
+    study, series, _ = _upload(orthanc, frames)
+    user, password = orthanc.auth
+    monkeypatch.setenv("IMOS_PACS__MAIN__URL", orthanc.dicomweb)
+    monkeypatch.setenv("IMOS_PACS__MAIN__USERNAME", user)
+    monkeypatch.setenv("IMOS_PACS__MAIN__PASSWORD", password)
+
+    async def scenario() -> None:
+        async with rest_client(embedded_settings) as (client, _):
+            listed = (await client.get("/v1/dicomweb/pacs")).json()
+            assert listed == {"pacs": ["main"]}  # names only: no address, no credentials
+            made = await client.post("/v1/dicomweb/sessions", data={"pacs": "main", "study": study,
+                                                                     "series": series, "window": "27.5,255"})
+            assert made.status_code == 201, made.text
+            sid = made.json()["id"]
+            assert made.json()["frames"] == 5
+            for t in (0, 4):  # the window gives the builder's pixels back, in geometric order
+                png = (await client.get(f"/v1/sessions/{sid}/frames/{t}")).content
+                assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), frames[t])
+            missing = await client.post("/v1/dicomweb/sessions", data={"pacs": "nowhere", "study": study,
+                                                                        "series": series})
+            assert missing.status_code == 404 and "unknown PACS" in missing.json()["detail"]
+
+    asyncio.run(scenario())

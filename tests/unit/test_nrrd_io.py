@@ -16,7 +16,7 @@ import SimpleITK as sitk
 from service.errors import InvalidFrames, InvalidInput, TooLarge
 from service.io.medical.detect import detect_format, load_label_values, load_volume
 from service.io.medical.nifti import read_nifti
-from service.io.medical.nrrd import encode_label_nrrd, read_nrrd_image
+from service.io.medical.nrrd import read_nrrd_image
 from service.io.medical.volume import ReadLimits
 from service.io.outputs import encode_results
 

@@ -12,7 +12,17 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.errors import TooLarge
-from service.gateway.rest import dicomweb, errors, kserve, label_studio, monai_label, oneshot, sessions, system
+from service.gateway.rest import (
+    dicomweb,
+    errors,
+    kserve,
+    label_studio,
+    monai_label,
+    oneshot,
+    sessions,
+    system,
+    ui,
+)
 from service.gateway.rest.schemas import ErrorOut
 from service.runtime import Runtime
 
@@ -32,7 +42,7 @@ def create_app(rt: Runtime, health_only: bool = False) -> FastAPI:
     app.state.runtime = rt
     errors.install(app)
     for module in ((system,) if health_only else (system, sessions, oneshot, dicomweb, label_studio, monai_label,
-                                                                kserve)):
+                                                                kserve, ui)):
         app.include_router(module.router)
 
     @app.middleware("http")

@@ -1,9 +1,11 @@
-"""POST /v1/dicomweb/segment: pull a series from a PACS, propagate, store a DICOM SEG back."""
+"""POST /v1/dicomweb/segment: pull a series from a PACS, propagate, store a DICOM SEG back. Also what the review
+page needs: the configured PACS names, and a series pulled into a session of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile
@@ -13,11 +15,13 @@ from service.errors import ImosError
 from service.gateway.decoding import read_options
 from service.gateway.rest.sessions import runtime, tenant
 from service.gateway.rest.uploads import form_fields, json_map, read_limited
+from service.io.medical.dicomweb import endpoints_from_env
 from service.io.medical.volume import Volume
 from service.io.outputs import parse_names
-from service.pacs import resolve
+from service.pacs import pull_series, resolve
 from service.pacs_job import PacsRequest, fetch_inputs, publish_result, run_pacs_job, summary
 from service.runtime import Runtime
+from service.sessions.source import pack_source
 
 router = APIRouter(prefix="/v1/dicomweb", tags=["pacs"])
 log = logging.getLogger("imos.pacs")
@@ -58,6 +62,23 @@ async def dicomweb_segment(pacs: str = Form(..., description="configured PACS na
     task.add_done_callback(rt.background.discard)
     return JSONResponse({"session": meta.id, "events": f"/v1/sessions/{meta.id}/events?follow=true"},
                         status_code=202)
+
+
+@router.get("/pacs", summary="The configured PACS names (IMOS_PACS__<NAME>__URL); no addresses or credentials")
+async def pacs_names(_: str = Depends(tenant)) -> dict[str, list[str]]:
+    return {"pacs": sorted(endpoints_from_env(os.environ))}
+
+
+@router.post("/sessions", status_code=201, summary="Pull a series over WADO-RS into a new session (no run yet)",
+             dependencies=[Depends(form_fields("pacs", "study", "series", "window"))])
+async def pacs_session(pacs: str = Form(..., description="configured PACS name or DICOMweb root URL"),
+                       study: str = Form(..., description="StudyInstanceUID"),
+                       series: str = Form(..., description="SeriesInstanceUID"),
+                       window: str | None = Form(None, description="CT window preset or LEVEL,WIDTH"),
+                       rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> JSONResponse:
+    volume = await asyncio.to_thread(pull_series, resolve(pacs), study, series, read_options(rt.settings, window))
+    meta = await rt.sessions.create(who, volume.frames, source=pack_source(volume))
+    return JSONResponse({"id": meta.id, "frames": len(volume.frames), "stream": False}, status_code=201)
 
 
 async def _background(rt: Runtime, who: str, req: PacsRequest, volume: Volume, ann: np.ndarray, frame_k: int,

@@ -148,6 +148,19 @@ async def get_mask(sid: str, frame: int, rt: Runtime = Depends(runtime), who: st
     return Response(await rt.sessions.mask_png(sid, who, frame), media_type="image/png")
 
 
+@router.put("/{sid}/labels", summary="Name the objects, e.g. {\"1\": \"Liver\"} (SEG segments, RLE names)")
+async def put_labels(sid: str, labels: dict[str, str], rt: Runtime = Depends(runtime),
+                     who: str = Depends(tenant)) -> dict[str, dict[str, str]]:
+    return {"labels": await rt.sessions.set_labels(sid, who, labels)}
+
+
+@router.get("/{sid}/frames/{frame}", summary="One frame as the model sees it (grey or RGB PNG), for viewers",
+            responses={200: {"content": {"image/png": {}}}})
+async def get_frame(sid: str, frame: int, rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
+    return Response(await rt.sessions.frame_png(sid, who, frame), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=3600"})
+
+
 @router.delete("/{sid}", status_code=204, summary="Delete the session and everything stored for it")
 async def delete_session(sid: str, rt: Runtime = Depends(runtime), who: str = Depends(tenant)) -> Response:
     await rt.sessions.delete(sid, who)
