@@ -161,7 +161,9 @@ def _refused(status: int, text: str, call: Any, *args: Any, **kwargs: Any) -> No
 def test_errors_are_clear_to_the_client(client: MONAILabelClient, brats: dict[str, Any]) -> None:
     _refused(404, "no image 'never-uploaded'", client.infer, MODEL, "never-uploaded", {},
              label_in=str(brats["label"]))
-    client.upload_image(str(brats["volume"]), image_id="brats-errors")
+    # other voxels than the other tests' (the same voxels would find their session, painting and all)
+    fresh = _save(brats["tmp"] / "errors.nii.gz", brats["frames"][::-1])
+    client.upload_image(str(fresh), image_id="brats-errors")
     _refused(404, "no model 'deepedit'", client.infer, "deepedit", "brats-errors", {})
     _refused(400, "result_extension must be one of", client.infer, MODEL, "brats-errors",
              {"result_extension": ".mha"}, label_in=str(brats["label"]))

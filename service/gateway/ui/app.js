@@ -160,7 +160,12 @@ function setTool(tool) {
   document.querySelector(`input[name=tool][value=${tool}]`).checked = true;
 }
 
+const CT_PRESETS = ["abdomen", "liver", "lung", "bone", "brain", "mediastinum"];  // service.io.medical.intensity
+
 function wire() {
+  for (const select of document.querySelectorAll("select.ct-window")) {
+    select.append(...CT_PRESETS.map((name) => Object.assign(document.createElement("option"), { textContent: name })));
+  }
   $("apikey").value = apiKey();
   $("apikey").onchange = (e) => { setApiKey(e.target.value.trim()); loadPacs(); };
   $("open-file").onsubmit = async (e) => {

@@ -25,6 +25,7 @@ from service.io.medical.dicom_series import read_dicom_series
 from service.io.medical.intensity import IntensityOptions
 from service.io.medical.nifti import (
     GZIP_MAGIC,
+    array3d,
     load_image,
     looks_like_nifti,
     read_labelmap_annotation,
@@ -142,14 +143,7 @@ def load_label_values(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> np.nd
         img = load_image(data, limits, InvalidMask)
     else:
         raise InvalidMask("the label volume is neither NIfTI (.nii / .nii.gz) nor NRRD (.nrrd)")
-    values = np.asanyarray(img.dataobj)
-    while values.ndim > 3 and values.shape[-1] == 1:
-        values = values[..., 0]
-    if values.ndim == 2:
-        values = values[..., None]
-    if values.ndim != 3:
-        raise InvalidMask(f"the label volume has shape {values.shape}; a 3-D labelmap is expected")
-    return np.asarray(values)
+    return np.asarray(array3d(img, InvalidMask))
 
 
 def _load_path(path: Path, fmt: VolumeFormat | None, options: ReadOptions) -> Volume:

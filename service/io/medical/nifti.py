@@ -57,8 +57,9 @@ def _gunzip(data: bytes, limit: int, error: type[InvalidInput]) -> bytes:
     return out
 
 
-def _array3d(img: nib.Nifti1Image, error: type[InvalidInput]) -> np.ndarray:
-    """The voxel array [X, Y, Z] (scaled by the header's slope/intercept); 2-D gains Z = 1."""
+def array3d(img: nib.Nifti1Image, error: type[InvalidInput]) -> np.ndarray:
+    """The voxel array [X, Y, Z] of an image in memory (NIfTI, or NRRD read into one), scaled by the header's
+    slope/intercept; 2-D gains Z = 1."""
     try:
         data = np.asanyarray(img.dataobj)
     except (ValueError, OSError, EOFError) as exc:
@@ -98,7 +99,7 @@ def read_nifti(data: bytes | Path, axis: int | None = None, options: IntensityOp
 def volume_from_image(img: nib.Nifti1Image, axis: int | None = None, options: IntensityOptions = DEFAULT_INTENSITY,
                       limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
     """An image in memory (NIfTI, or NRRD read into one) -> Volume (kind "nifti"); see read_nifti."""
-    values = _array3d(img, InvalidFrames)
+    values = array3d(img, InvalidFrames)
     ornt = io_orientation(img.affine)
     file_axis, c = _canonical_axis(ornt, axis)
     canon = apply_orientation(values, ornt)
@@ -177,7 +178,7 @@ def read_labelmap_annotation(data: bytes | Path, volume: Volume | None = None, a
                              limits: ReadLimits = DEFAULT_LIMITS) -> Annotation:
     """A NIfTI labelmap with labels on exactly ONE slice -> Annotation(frame index, mask [H, W])."""
     img = load_image(data, limits, InvalidMask)
-    values = _array3d(img, InvalidMask)
+    values = array3d(img, InvalidMask)
     if not np.allclose(values, np.rint(values)):
         raise InvalidMask("the NIfTI labelmap holds non-integer values; a labelmap holds label numbers")
     ornt, file_axis = io_orientation(img.affine), axis
