@@ -26,10 +26,13 @@ def shares_anchor_step(forward_start: int, backward_start: int, last_frame: int 
     return forward_start == backward_start and forward_start > 0 and forward_start != last_frame
 
 
-def owner(t: int, anchors: tuple[int, ...], passes: tuple[str, ...], stream: bool = False) -> str | None:
+def owner(t: int, anchors: tuple[int, ...], passes: tuple[str, ...], stream: bool = False,
+          span: tuple[int, int] | None = None) -> str | None:
     """Which pass of a run over sorted ``anchors`` publishes frame t: every frame is published exactly once.
     Between two anchors the nearer one's pass (forward on a tie); while streaming, forward owns every
-    frame from the first anchor on."""
+    frame from the first anchor on. A run limited to ``span`` (first, last frame) publishes nothing outside."""
+    if span is not None and not span[0] <= t <= span[1]:
+        return None
     first, last = anchors[0], anchors[-1]
     fwd, bwd = FORWARD in passes, BACKWARD in passes
     if stream:
@@ -49,3 +52,13 @@ def pass_start(direction: str, anchors: tuple[int, ...], stream: bool = False) -
     """The annotated frame a pass over sorted ``anchors`` begins from: forward the first, backward the
     last (the first as well while streaming, where corrections only re-anchor the forward pass)."""
     return anchors[0] if direction == FORWARD or stream else anchors[-1]
+
+
+def cell(j: int, others: tuple[int, ...], num_frames: int) -> tuple[int, int]:
+    """The frames annotated frame ``j`` owns among the other annotated frames (owner's rule: the nearer
+    anchor, the earlier one on a tie): (first, last). What a correction at j alone can change."""
+    before = [a for a in others if a < j]
+    after = [a for a in others if a > j]
+    first = (max(before) + j) // 2 + 1 if before else 0
+    last = (j + min(after)) // 2 if after else num_frames - 1
+    return first, last

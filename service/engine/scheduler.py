@@ -66,19 +66,21 @@ def pass_slots(anchors: tuple[int, ...], directions: Sequence[str], stream: bool
 class PassScheduler:
     """Plans the rounds of one run. ``available``: frames that may be read now (a driver raises it as
     frames arrive); ``num_frames``: the run's length, None while a stream is open; ``open``: more
-    frames may still come, so a forward pass at the last available frame waits instead of finishing.
+    frames may still come, so a forward pass at the last available frame waits instead of finishing;
+    ``span``: (first, last) frames the passes stop at (None: the sequence's ends).
 
     Used as a context manager: a pass stepping in a round holds a batcher lease (other sessions' calls
     may wait for it), a pass that waits or is done holds none, and leaving releases them all.
     """
 
     def __init__(self, slots: Sequence[PassSlot], stages: Stages, num_frames: int | None, available: int,
-                 open_stream: bool = False) -> None:
+                 open_stream: bool = False, span: tuple[int, int] | None = None) -> None:
         self.slots = list(slots)
         self.stages = stages
         self.num_frames = num_frames
         self.available = available
         self.open = open_stream
+        self.span = span  # (first, last): the passes stop there (a run that recomputes one correction's frames)
         self._leases: dict[str, ClientLease] = {}
 
     def __enter__(self) -> PassScheduler:
@@ -93,9 +95,12 @@ class PassScheduler:
     def finished(self, slot: PassSlot) -> bool:
         if slot.state is None:
             return False
+        first, last = self.span if self.span is not None else (0, None)
         if slot.direction == BACKWARD:
-            return slot.state.cursor < 0
+            return slot.state.cursor < first
         end = self.num_frames if self.num_frames is not None else self.available
+        if last is not None:
+            end = min(end, last + 1)
         return slot.state.cursor >= end and not self.open
 
     def done(self) -> bool:

@@ -172,7 +172,7 @@ class PropagationServicer:
         await self.sessions.require_worker()  # Propagate waits for its run: no worker, no wait
         for frame, mask in masks:
             await self.sessions.annotate(sid, tenant, frame, mask)
-        run = await self.sessions.propagate(sid, tenant, direction)
+        run = await self.sessions.propagate(sid, tenant, direction, scope=request.scope or "all")
         conv = EventConverter(self.pb2, self.sessions, sid, tenant)
         events = with_deadline(self.sessions.events(sid, tenant, until_done=True), self.rt.settings.run_deadline_s)
         async for ev in events:

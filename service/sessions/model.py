@@ -19,7 +19,8 @@ class RunSpec:
 
     anchors: annotated frames it uses (sorted); stream: frames keep arriving
     (no known last frame, corrections only re-anchor the forward pass);
-    num_frames: frames it covers (None while streaming).
+    num_frames: frames of the sequence (None while streaming); span: (first, last) frame a run that
+    recomputes only what one correction changed is limited to (None: the whole sequence).
     """
 
     id: int
@@ -27,6 +28,12 @@ class RunSpec:
     anchors: tuple[int, ...]
     stream: bool = False
     num_frames: int | None = None
+    span: tuple[int, int] | None = None
+
+    @property
+    def total(self) -> int | None:
+        """Frames the run publishes."""
+        return self.span[1] - self.span[0] + 1 if self.span is not None else self.num_frames
 
     def passes(self) -> tuple[str, ...]:
         return (FORWARD, BACKWARD) if self.direction == BOTH else (self.direction,)
@@ -37,14 +44,16 @@ class RunSpec:
 
     def owner(self, t: int) -> str | None:
         """Which pass publishes frame t: every frame is published exactly once (engine.direction.owner)."""
-        return owner(t, self.anchors, self.passes(), self.stream)
+        return owner(t, self.anchors, self.passes(), self.stream, self.span)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunSpec:
-        return RunSpec(int(d["id"]), d["direction"], tuple(d["anchors"]), bool(d["stream"]), d.get("num_frames"))
+        span = d.get("span")
+        return RunSpec(int(d["id"]), d["direction"], tuple(d["anchors"]), bool(d["stream"]), d.get("num_frames"),
+                       (int(span[0]), int(span[1])) if span else None)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class SessionMeta:
     open: bool = False
     run: RunSpec | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    changed: tuple[int, ...] = ()  # frames annotated since the current run began (what a new run must reflect)
 
     def to_json(self) -> bytes:
         d = dataclasses.asdict(self)
@@ -71,6 +81,7 @@ class SessionMeta:
     def from_json(raw: bytes) -> SessionMeta:
         d = json.loads(raw)
         d["run"] = RunSpec.from_dict(d["run"]) if d.get("run") else None
+        d["changed"] = tuple(d.get("changed") or ())
         return SessionMeta(**d)
 
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from service.engine.direction import cell
 from service.engine.spec import MemoryConfig
 from service.engine.validate import check_frame, check_frames, check_mask
 from service.errors import (
@@ -58,6 +59,8 @@ async def with_deadline(items: AsyncIterator[T], seconds: float) -> AsyncIterato
                                    "(the server's IMOS_RUN_DEADLINE_S)") from None
         yield item
 
+
+SCOPES = ("all", "affected")  # what a new run recomputes: everything, or what one correction changed
 
 class SessionService:
     """Validates requests and writes sessions; workers do the computing."""
@@ -195,6 +198,9 @@ class SessionService:
             raise InvalidInput(f"frame {frame} is outside the session's frames 0..{have - 1}")
         _, objects = check_mask(mask, (meta.height, meta.width), self.max_objects)
         await self.records.put_annotation(sid, frame, encode_labels(mask.astype(np.int64)))
+        if frame not in meta.changed:
+            meta = dataclasses.replace(meta, changed=tuple(sorted((*meta.changed, frame))))
+            await self.records.put_meta(meta)
         if meta.open:
             await self._stream_annotation(meta, frame)
         return objects
@@ -206,14 +212,19 @@ class SessionService:
         await self._new_run(meta, RunSpec(self._next_run(meta), BOTH, anchors, stream=True))
 
     async def propagate(self, sid: str, tenant: str, direction: str = BOTH,
-                        request_id: str | None = None) -> RunSpec:
-        """Start a new run over every annotated frame (earlier results are replaced as it goes)."""
+                        request_id: str | None = None, scope: str = "all") -> RunSpec:
+        """Start a new run over every annotated frame (earlier results are replaced as it goes). With
+        scope "affected", after a finished run and one new or changed annotation, only the frames that
+        annotation owns are recomputed (from it alone, both ways) and the rest keep their results."""
         if direction not in DIRECTIONS:
             raise InvalidInput(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
+        if scope not in SCOPES:
+            raise InvalidInput(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         async with self.records.meta_lock(sid):
-            return await self._propagate(sid, tenant, direction, request_id)
+            return await self._propagate(sid, tenant, direction, request_id, scope)
 
-    async def _propagate(self, sid: str, tenant: str, direction: str, request_id: str | None) -> RunSpec:
+    async def _propagate(self, sid: str, tenant: str, direction: str, request_id: str | None,
+                         scope: str = "all") -> RunSpec:
         meta = await self.records.meta(sid, tenant)
         if meta.open:
             raise Conflict("this session is a live stream: its masks propagate as they arrive")
@@ -222,8 +233,18 @@ class SessionService:
             raise Conflict("no annotated frame yet: put a mask on a frame first")
         n = await self.records.num_frames(sid)
         run = RunSpec(self._next_run(meta), direction, anchors, stream=False, num_frames=n)
+        if scope == "affected" and direction == BOTH and await self._only_one_change(meta):
+            j = meta.changed[0]
+            span = cell(j, tuple(a for a in anchors if a != j), n)
+            run = dataclasses.replace(run, anchors=(j,), span=span)
         await self._new_run(meta, run, request_id)
         return run
+
+    async def _only_one_change(self, meta: SessionMeta) -> bool:
+        """A finished whole run before, and one annotation added or changed since: a correction."""
+        if meta.run is None or len(meta.changed) != 1:
+            return False
+        return (await self.status(meta.id, meta.tenant))["state"] == "done"
 
     async def close_stream(self, sid: str, tenant: str) -> None:
         """No more frames will come: the passes can finish."""
@@ -245,11 +266,11 @@ class SessionService:
     async def _new_run(self, meta: SessionMeta, run: RunSpec, request_id: str | None = None) -> None:
         await self._set_run(meta, run)
         await self.records.store.sadd(self.records.active, meta.id)
-        await self.records.publish(meta.id, Event("run-started", run.id, total=run.num_frames))
+        await self.records.publish(meta.id, Event("run-started", run.id, total=run.total))
         await self.records.enqueue(meta.id, request_id, self.tracing.carrier())
 
     async def _set_run(self, meta: SessionMeta, run: RunSpec) -> None:
-        await self.records.put_meta(dataclasses.replace(meta, run=run))
+        await self.records.put_meta(dataclasses.replace(meta, run=run, changed=()))
         await self.records.touch(meta.id)
 
     async def status(self, sid: str, tenant: str) -> dict[str, object]:
@@ -265,7 +286,7 @@ class SessionService:
             "id": sid, "frames": await self.records.num_frames(sid), "height": meta.height, "width": meta.width,
             "model": meta.model, "stream": meta.open, "annotated_frames": sorted(await self.records.annotations(sid)),
             "run": run.to_dict() if run else None, "frames_done": published, "state": state,
-            "progress": (published / run.num_frames) if run and run.num_frames else None,
+            "progress": (published / run.total) if run and run.total else None,
             "settings": meta.settings,
             "error": {"code": failure.code, "message": failure.message, "attempts": failure.attempts}
             if failure else None,

@@ -99,7 +99,7 @@ async def commit_pass(records: SessionRecords, ctx: RunContext, cur: PassCursor,
         # After a failover the frames since the last checkpoint are recomputed (identically); the
         # ones the lost worker already published are not announced twice.
         if await records.result_run(ctx.sid, t) != ctx.run.id:
-            event = Event("frame", ctx.run.id, t, cur.direction, published=cur.published, total=ctx.run.num_frames)
+            event = Event("frame", ctx.run.id, t, cur.direction, published=cur.published, total=ctx.run.total)
             await records.publish_result(ctx.sid, t, ctx.run.id, encode_labels(res.labels()), event)
 
 
@@ -192,7 +192,7 @@ async def advance_run(records: SessionRecords, ctx: RunContext, checkpoint_every
     lease is lost: another worker owns the state now). Returns True when every pass is finished.
     """
     cursors = await load_cursors(records, ctx.sid, ctx.run)
-    sched = PassScheduler(cursors, ctx.prop.stages, ctx.run.num_frames, ctx.available, ctx.meta.open)
+    sched = PassScheduler(cursors, ctx.prop.stages, ctx.run.num_frames, ctx.available, ctx.meta.open, ctx.run.span)
     with sched:
         while True:
             if sched.waiting():

@@ -249,7 +249,7 @@ class Worker:
                                             "request_id": request_id})
             if not ctx.meta.open:
                 await self.records.store.srem(self.records.active, sid)
-            await self.records.publish(sid, Event("done", run.id, published=total, total=run.num_frames))
+            await self.records.publish(sid, Event("done", run.id, published=total, total=run.total))
 
     async def has_work(self, sid: str) -> bool:
         """True when a pass of the current run could process a frame, or finish, now."""

@@ -135,6 +135,7 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
         # Correct frame k+4 (the one shown): erase across the middle of the object, propagate again
         j = k + 4
         before = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{j}").content))) > 0
+        run1 = {t: api.get(f"/v1/sessions/{sid}/masks/{t}").content for t in range(n)}
         page.keyboard.press("e")
         page.get_by_label("Size").fill("6")
         ys, xs = np.nonzero(before)
@@ -145,6 +146,12 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
         page.mouse.up()
         page.get_by_role("button", name="Propagate both ways").click()
         expect(page.locator("body")).to_have_attribute("data-run", "2", timeout=120000)
+        # only what the fix owns is recomputed: from halfway between the two annotations to the end
+        lo = (k + j) // 2 + 1
+        expect(page.locator("body")).to_have_attribute("data-span", f"{lo}-{n - 1}")
+        assert api.get(f"/v1/sessions/{sid}").json()["run"]["span"] == [lo, n - 1]
+        for t in range(lo):
+            assert api.get(f"/v1/sessions/{sid}/masks/{t}").content == run1[t], f"frame {t} was recomputed"
         after = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{j}").content))) > 0
         assert not after[row - 3: row + 4].any() and before[row - 3: row + 4].any()
         assert after.sum() < before.sum()

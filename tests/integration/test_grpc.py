@@ -127,6 +127,13 @@ def test_sessions_create_get_propagate_delete(embedded_settings: Settings) -> No
                                                                       direction=pb2.DIRECTION_FORWARD))]
         assert sorted(r.frame.frame for r in fwd if r.HasField("frame")) == list(range(3, N))
         assert {r.frame.run_id for r in fwd if r.HasField("frame")} == {2}
+        # a correction on the last frame with scope "affected": only the frames it owns are recomputed
+        fix = pb2.PropagateRequest(session_id=sid, direction=pb2.DIRECTION_BOTH, scope="affected", annotations=[
+            pb2.Annotation(frame=N - 1, mask=pb2.Mask(png=png_bytes(masks[N - 1])))])
+        part = [r async for r in s.stub.Propagate(fix)]
+        owned = list(range((3 + N - 1) // 2 + 1, N))
+        assert part[0].run_started.total_frames == len(owned) and part[-1].done.frames_done == len(owned)
+        assert sorted(r.frame.frame for r in part if r.HasField("frame")) == owned
         await s.stub.DeleteSession(pb2.DeleteSessionRequest(session_id=sid))
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await s.stub.GetSession(pb2.GetSessionRequest(session_id=sid))

@@ -116,3 +116,30 @@ def test_run_passes_refuses_an_anchor_outside_the_sequence(tiny_propagator: Prop
     frames, mask = moving_sequence(3, 32, 1)
     with pytest.raises(InvalidInput, match=r"annotated frame 3 is outside the sequence \(0..2\)"):
         list(tiny_propagator.run_passes(frames, {0: mask, 3: mask}))
+
+
+def test_a_span_limits_what_a_run_owns_and_where_its_passes_stop(tiny_propagator: Propagator) -> None:
+    from service.engine.direction import cell
+
+    assert cell(8, (2,), 12) == (6, 11) and cell(2, (8,), 12) == (0, 5) and cell(5, (), 9) == (0, 8)
+    assert cell(4, (2, 7), 10) == (4, 5)  # 3 is as near to 2 as to 4: the earlier anchor keeps it
+    assert owner(3, (5,), (FORWARD, BACKWARD), span=(4, 7)) is None
+    assert [owner(t, (5,), (FORWARD, BACKWARD), span=(4, 7)) for t in range(4, 8)] == [BACKWARD, FORWARD,
+                                                                                      FORWARD, FORWARD]
+    frames, mask = moving_sequence(10, 32, 1)
+    with PassScheduler(pass_slots((5,), (FORWARD, BACKWARD)), tiny_propagator.stages, 10, 10, span=(4, 7)) as sched:
+        seen = _drive(tiny_propagator, sched, frames, {5: mask})
+        assert sched.done()
+    assert sorted({t for _, t, _ in seen}) == [4, 5, 6, 7]
+
+
+def test_a_spanned_run_and_the_changed_frames_survive_the_store() -> None:
+    import json
+
+    from service.sessions.model import RunSpec, SessionMeta
+
+    run = RunSpec(3, "both", (8,), num_frames=12, span=(6, 11))
+    back = RunSpec.from_dict(json.loads(json.dumps(run.to_dict())))
+    assert back == run and back.total == 6 and RunSpec(1, "both", (2,), num_frames=12).total == 12
+    meta = SessionMeta("s", "t", 0.0, 4, 4, "m", run=run, changed=(8,))
+    assert SessionMeta.from_json(meta.to_json()) == meta

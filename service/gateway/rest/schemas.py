@@ -50,8 +50,12 @@ class MaskSet(BaseModel):
 
 class PropagateIn(BaseModel):
     direction: Direction = "both"
+    scope: Literal["all", "affected"] = Field(
+        "all", description="all: recompute every frame from every annotation; affected: after a finished run "
+                           "and one new or changed annotation (a correction), recompute only the frames it "
+                           "owns (up to halfway to the neighbouring annotations), the rest keep their masks")
 
-    model_config = {"json_schema_extra": {"examples": [{"direction": "both"}]}}
+    model_config = {"json_schema_extra": {"examples": [{"direction": "both"}, {"scope": "affected"}]}}
 
 
 class RunOut(BaseModel):
@@ -60,6 +64,8 @@ class RunOut(BaseModel):
     anchors: list[int]
     stream: bool
     num_frames: int | None
+    span: list[int] | None = Field(None, description="[first, last] frame a run limited to one correction "
+                                                     "recomputes; null: the whole sequence")
 
 
 class RunErrorOut(BaseModel):

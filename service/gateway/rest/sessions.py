@@ -86,11 +86,12 @@ async def put_mask(sid: str, frame: int, mask: UploadFile = File(...), rt: Runti
              summary="Propagate every annotation (again after a correction)")
 async def propagate(request: Request, sid: str, body: PropagateIn | None = None, rt: Runtime = Depends(runtime),
                     who: str = Depends(tenant)) -> RunOut:
-    run = await rt.sessions.propagate(sid, who, (body or PropagateIn()).direction,
-                                      request_id=getattr(request.state, "request_id", None))
+    body = body or PropagateIn(direction="both", scope="all")
+    run = await rt.sessions.propagate(sid, who, body.direction, request_id=getattr(request.state, "request_id", None),
+                                      scope=body.scope)
     # RunSpec.direction is one of DIRECTIONS: SessionService.propagate refuses any other
     return RunOut(id=run.id, direction=cast(Direction, run.direction), anchors=list(run.anchors),
-                  stream=run.stream, num_frames=run.num_frames)
+                  stream=run.stream, num_frames=run.num_frames, span=list(run.span) if run.span else None)
 
 
 @router.post("/{sid}/close", response_model=SessionStatus,

@@ -80,12 +80,13 @@ async function loadAllResults(n) {
   await Promise.all([worker(), worker(), worker(), worker()]);
 }
 
-async function propagate() {
+// scope "affected": after a finished run, a single correction recomputes only the frames it owns.
+async function propagate(scope = "affected") {
   if (!viewer.sid || running) return;
   const edited = [...viewer.edits.keys()].sort((a, b) => a - b);
   const named = Object.fromEntries(objects.map((o) => [String(o.id), o.name]));
   try {
-    $("propagate").disabled = true;
+    $("propagate").disabled = $("propagate-all").disabled = true;
     await call(`/v1/sessions/${viewer.sid}/labels`, { method: "PUT", body: JSON.stringify(named),
       headers: { "Content-Type": "application/json" } });
     for (const t of edited) {
@@ -94,13 +95,13 @@ async function propagate() {
       await call(`/v1/sessions/${viewer.sid}/masks/${t}`, { method: "PUT", body });
     }
     const run = await json(`/v1/sessions/${viewer.sid}/propagate`, { method: "POST",
-      body: JSON.stringify({ direction: "both" }), headers: { "Content-Type": "application/json" } });
+      body: JSON.stringify({ direction: "both", scope }), headers: { "Content-Type": "application/json" } });
     edited.forEach((t) => viewer.edits.delete(t));
     await follow(run);
   } catch (err) {
     status(`Propagation failed: ${err.message}`);
   } finally {
-    $("propagate").disabled = false;
+    $("propagate").disabled = $("propagate-all").disabled = false;
     running = null;
   }
 }
@@ -109,8 +110,10 @@ async function follow(run) {
   running = new AbortController();
   const progress = $("progress");
   progress.value = 0;
-  progress.max = run.num_frames || viewer.n;
-  status(`Run ${run.id}: propagating from frame(s) ${run.anchors.map((a) => a + 1).join(", ")}…`);
+  progress.max = run.span ? run.span[1] - run.span[0] + 1 : run.num_frames || viewer.n;
+  const from = run.anchors.map((a) => a + 1).join(", ");
+  status(run.span ? `Run ${run.id}: recomputing frames ${run.span[0] + 1}–${run.span[1] + 1} from the correction on `
+    + `frame ${from}…` : `Run ${run.id}: propagating from frame(s) ${from}…`);
   const pending = [];
   await events(`/v1/sessions/${viewer.sid}/events`, ({ event, data }) => {
     if (data.run !== run.id) return;
@@ -126,6 +129,7 @@ async function follow(run) {
   progress.value = progress.max;
   document.body.dataset.run = String(run.id);
   status(`Run ${run.id} done: ${progress.max} frames. Scroll to review; fix any frame and propagate again.`);
+  if (run.span) document.body.dataset.span = run.span.join("-"); else delete document.body.dataset.span;
 }
 
 async function fetchMasks(format) {
@@ -149,7 +153,7 @@ function keys(event) {
   if (key === "b" || key === "e") setTool(key === "b" ? "brush" : "eraser");
   else if (key === "[" || key === "]") { $("size").value = viewer.radius = Math.max(1, viewer.radius +
     (key === "]" ? 2 : -2)); }
-  else if (key === "p") propagate();
+  else if (key === "p") propagate("affected");
   else if (/^[1-9]$/.test(key) && objects.some((o) => o.id === Number(key))) {
     viewer.active = Number(key); renderObjects();
   }
@@ -199,7 +203,8 @@ function wire() {
   $("opacity").oninput = (e) => { viewer.opacity = Number(e.target.value) / 100; viewer.redraw(); };
   for (const r of document.querySelectorAll("input[name=tool]")) r.onchange = () => setTool(r.value);
   $("add-object").onclick = addObject;
-  $("propagate").onclick = propagate;
+  $("propagate").onclick = () => propagate("affected");
+  $("propagate-all").onclick = () => propagate("all");
   for (const b of document.querySelectorAll("button[data-format]")) b.onclick = () => fetchMasks(b.dataset.format);
   document.addEventListener("keydown", keys);
   window.addEventListener("resize", () => viewer.sid && viewer.fit());
