@@ -84,7 +84,16 @@ def _canonical_axis(ornt: np.ndarray, axis: int | None) -> tuple[int, int]:
 
 def _frames_of(canon: np.ndarray, c: int) -> list[np.ndarray]:
     """Canonical volume -> display slices [H, W] along canonical axis ``c`` (radiological view)."""
-    return [np.ascontiguousarray(np.take(canon, k, axis=c).T[::-1, ::-1]) for k in range(canon.shape[c])]
+    return [_slab(canon, c, k) for k in range(canon.shape[c])]
+
+
+def _slab(canon: np.ndarray, c: int, k: int) -> np.ndarray:
+    """Slice k along canonical axis c in radiological view [H, W]. Basic indexing, not np.take: the
+    reoriented volume is a strided view, and np.take copies all of it for every slice (a 512 x 512 x 300 CT
+    took 5 minutes to read that way, 1 s this way)."""
+    index: list[slice | int] = [slice(None)] * 3
+    index[c] = k
+    return np.ascontiguousarray(canon[tuple(index)].T[::-1, ::-1])
 
 
 def read_nifti(data: bytes | Path, axis: int | None = None, options: IntensityOptions = DEFAULT_INTENSITY,
@@ -197,7 +206,7 @@ def read_labelmap_annotation(data: bytes | Path, volume: Volume | None = None, a
         raise InvalidMask(f"the NIfTI labelmap has labels on {labelled.size} slices; label exactly one slice "
                           "(the annotated frame)")
     k = int(labelled[0])
-    mask = np.ascontiguousarray(np.take(canon, k, axis=c).T[::-1, ::-1])
+    mask = _slab(canon, c, k)
     if volume is not None and (mask.shape != volume.shape or canon.shape[c] != len(volume)):
         raise InvalidMask("the NIfTI labelmap does not match the frames of the volume")
     return Annotation(mask=mask, frame=k)
