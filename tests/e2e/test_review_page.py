@@ -20,6 +20,9 @@ import pydicom
 import pytest
 from PIL import Image
 
+from service.io.medical import DicomWebClient, PacsEndpoint
+from tests.integration.conftest import orthanc  # noqa: F401 (the Orthanc fixture, shared with the PACS tests)
+from tests.integration.orthanc import OrthancServer
 from tests.medical_builders import ct_series, dev_sequence
 
 SEQUENCE = "deeplesion__000009_03_01_036-048"
@@ -62,16 +65,18 @@ def _palette() -> np.ndarray:
     return np.array(im.getpalette(), np.int16).reshape(-1, 3)
 
 
-def _overlay_matches(page: object, api: httpx.Client, sid: str, t: int) -> float:
+def _overlay_matches(page: object, api: httpx.Client, sid: str, t: int, alpha: float = ALPHA,
+                     hidden: tuple[int, ...] = ()) -> float:
     """Share of pixels where the page's composite differs (by more than 3 levels) from the frame blended with
-    the API's mask for frame t."""
+    the API's mask for frame t (objects in ``hidden`` not drawn)."""
     box = page.locator("#overlay").bounding_box()  # type: ignore[attr-defined]
     assert box["x"] == int(box["x"]) and box["y"] == int(box["y"]), box  # whole pixels: no resampling
     shot = _png(page.screenshot(clip=box))  # type: ignore[attr-defined]
     grey = _png(api.get(f"/v1/sessions/{sid}/frames/{t}").content)
     labels = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{t}").content)))
     colours = _palette()[labels]
-    expected = np.where(labels[..., None] > 0, np.rint(grey * (1 - ALPHA) + colours * ALPHA), grey)
+    shown = (labels > 0) & ~np.isin(labels, hidden)
+    expected = np.where(shown[..., None], np.rint(grey * (1 - alpha) + colours * alpha), grey)
     assert shot.shape == expected.shape, (shot.shape, expected.shape)
     return float((np.abs(shot - expected).max(-1) > 3).mean())
 
@@ -110,13 +115,18 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
     page.get_by_label("Name of object 1").fill("Lesion")
     page.get_by_label("Size").fill("3")
     _paint(page, gt[k] > 0, page.locator("#overlay").bounding_box())
+    page.get_by_role("button", name="Add object").click()  # a second object, drawn with its own colour
+    page.get_by_label("Name of object 2").fill("Marker")
+    marker = np.zeros_like(gt[k], dtype=bool)
+    marker[300:316, 120:136] = True
+    _paint(page, marker, page.locator("#overlay").bounding_box())
     _shoot(page, "review-draw.png")
     page.get_by_role("button", name="Propagate both ways").click()
     expect(page.locator("body")).to_have_attribute("data-run", "1", timeout=120000)
     assert page.locator("#progress").get_attribute("value") == page.locator("#progress").get_attribute("max")
 
     with httpx.Client(base_url=bundled_service, timeout=60) as api:
-        drawn = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{k}").content))) > 0
+        drawn = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{k}").content))) == 1
         assert (drawn & (gt[k] > 0)).sum() / (drawn | (gt[k] > 0)).sum() > 0.8  # what was painted is the lesion
         for step in (0, 1, 1, 1):  # the keyboard scrolls; the overlay equals the API's mask on each frame
             if step:
@@ -125,8 +135,19 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
             expect(page.locator("#frame-label")).to_have_text(f"{t + 1} / {n}")
             page.wait_for_timeout(150)
             assert _overlay_matches(page, api, sid, t) < 0.002, f"frame {t}"
+        assert set(np.unique(np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{k}").content))))
+                   ) == {0, 1, 2}
+        page.get_by_label("Show object 2").uncheck()  # per-object visibility, then full opacity
+        page.get_by_label("Opacity").fill("100")
+        assert _overlay_matches(page, api, sid, t, alpha=1.0, hidden=(2,)) < 0.002
+        page.get_by_label("Show object 2").check()
+        page.get_by_label("Opacity").fill("50")
+        page.locator("#frame").fill(str(k + 2))  # the slider
+        expect(page.locator("#frame-label")).to_have_text(f"{k + 3} / {n}")
         page.locator("#overlay").hover()
         page.wait_for_timeout(200)  # a wheel right after the pointer arrives can be dropped by the browser
+        page.mouse.wheel(0, 120)
+        page.wait_for_timeout(200)
         page.mouse.wheel(0, 120)
         expect(page.locator("#frame-label")).to_have_text(f"{k + 5} / {n}")
         assert _overlay_matches(page, api, sid, k + 4) < 0.002
@@ -134,8 +155,9 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
 
         # Correct frame k+4 (the one shown): erase across the middle of the object, propagate again
         j = k + 4
-        before = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{j}").content))) > 0
+        before = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{j}").content))) == 1
         run1 = {t: api.get(f"/v1/sessions/{sid}/masks/{t}").content for t in range(n)}
+        page.keyboard.press("1")  # the eraser clears the active object: the lesion
         page.keyboard.press("e")
         page.get_by_label("Size").fill("6")
         ys, xs = np.nonzero(before)
@@ -152,7 +174,7 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
         assert api.get(f"/v1/sessions/{sid}").json()["run"]["span"] == [lo, n - 1]
         for t in range(lo):
             assert api.get(f"/v1/sessions/{sid}/masks/{t}").content == run1[t], f"frame {t} was recomputed"
-        after = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{j}").content))) > 0
+        after = np.asarray(Image.open(io.BytesIO(api.get(f"/v1/sessions/{sid}/masks/{j}").content))) == 1
         assert not after[row - 3: row + 4].any() and before[row - 3: row + 4].any()
         assert after.sum() < before.sum()
         assert api.get(f"/v1/sessions/{sid}").json()["annotated_frames"] == [k, j]
@@ -164,7 +186,11 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
     dl.value.save_as(seg_path)
     seg = pydicom.dcmread(seg_path)
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
-    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Lesion"]
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Lesion", "Marker"]
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="PNG zip", exact=True).click()
+    dl.value.save_as(tmp_path / "masks.zip")
+    assert len(zipfile.ZipFile(tmp_path / "masks.zip").namelist()) == n
     assert not errors, errors
     page.close()
 
@@ -197,4 +223,36 @@ def test_the_page_uses_the_api_key_and_keeps_tenants_apart(browser: object, tmp_
         page.get_by_role("button", name="Open session").click()
         expect(page.locator("#status")).to_have_text(re.compile("Could not open the session: .*(no session|not found)",
                                                                 re.I))
+        page.close()
+
+
+def test_a_pacs_series_opens_in_the_page(browser: object, tmp_path: Path, orthanc: OrthancServer,  # noqa: F811
+                                         ct_zip: tuple[Path, list[np.ndarray], list[np.ndarray]]) -> None:
+    from tests.e2e.procs import free_port, imos_process, wait_ready
+
+    frames = ct_zip[1]
+    instances = ct_series(frames)
+    ds = pydicom.dcmread(io.BytesIO(instances[0]))
+    with DicomWebClient(PacsEndpoint("o", orthanc.dicomweb, *orthanc.auth)) as c:
+        c.store(instances)
+    user, password = orthanc.auth
+    env = {"IMOS_PACS__MAIN__URL": orthanc.dicomweb, "IMOS_PACS__MAIN__USERNAME": user,
+           "IMOS_PACS__MAIN__PASSWORD": password}
+    http = free_port()
+    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(free_port())], env,
+                      tmp_path / "serve.log") as proc:
+        url = f"http://127.0.0.1:{http}"
+        wait_ready(url, proc, tmp_path / "serve.log", timeout_s=180)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+        page.goto(f"{url}/ui")
+        expect(page.get_by_label("PACS")).to_have_value("main")
+        page.get_by_label("Study UID").fill(str(ds.StudyInstanceUID))
+        page.get_by_label("Series UID").fill(str(ds.SeriesInstanceUID))
+        page.get_by_role("button", name="Open series").click()
+        expect(page.locator("#status")).to_have_text(re.compile(f"^Opened {len(frames)} frames"), timeout=60000)
+        sid = page.locator("#sid").inner_text()
+        # the series default window of the builder gives the pixels back: the page shows the PACS's slices
+        middle = len(frames) // 2
+        shown = httpx.get(f"{url}/v1/sessions/{sid}/frames/{middle}").content
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(shown))), frames[middle])
         page.close()
