@@ -6,6 +6,7 @@ is downloaded with the object's name. IMOS_UI_SCREENSHOTS=DIR keeps screenshots 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -21,6 +22,7 @@ import pytest
 from PIL import Image
 
 from service.io.medical import DicomWebClient, PacsEndpoint
+from tests.e2e.procs import free_port, imos_process, wait_ready
 from tests.integration.conftest import orthanc  # noqa: F401 (the Orthanc fixture, shared with the PACS tests)
 from tests.integration.orthanc import OrthancServer
 from tests.medical_builders import ct_series, dev_sequence
@@ -195,18 +197,24 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
     page.close()
 
 
+@contextlib.contextmanager
+def _serve(env: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A second `imos serve` (bundled model) with these settings: its URL."""
+    http = free_port()
+    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(free_port())], env,
+                      tmp_path / "serve.log") as proc:
+        url = f"http://127.0.0.1:{http}"
+        wait_ready(url, proc, tmp_path / "serve.log", timeout_s=180)
+        yield url
+
+
 def test_the_page_uses_the_api_key_and_keeps_tenants_apart(browser: object, tmp_path: Path,
                                                           ct_zip: tuple[Path, list[np.ndarray], list[np.ndarray]]
                                                           ) -> None:
     from service.auth import key_hash
-    from tests.e2e.procs import free_port, imos_process, wait_ready
 
     keys = {"IMOS_API_KEYS": f"alpha:{key_hash('alpha-ui-key')},bravo:{key_hash('bravo-ui-key')}"}
-    http = free_port()
-    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(free_port())], keys,
-                      tmp_path / "serve.log") as proc:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, proc, tmp_path / "serve.log", timeout_s=180)
+    with _serve(keys, tmp_path) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
         page.goto(f"{url}/ui")  # the page itself needs no key
         page.set_input_files("#file", str(ct_zip[0]))
@@ -228,8 +236,6 @@ def test_the_page_uses_the_api_key_and_keeps_tenants_apart(browser: object, tmp_
 
 def test_a_pacs_series_opens_in_the_page(browser: object, tmp_path: Path, orthanc: OrthancServer,  # noqa: F811
                                          ct_zip: tuple[Path, list[np.ndarray], list[np.ndarray]]) -> None:
-    from tests.e2e.procs import free_port, imos_process, wait_ready
-
     frames = ct_zip[1]
     instances = ct_series(frames)
     ds = pydicom.dcmread(io.BytesIO(instances[0]))
@@ -238,11 +244,7 @@ def test_a_pacs_series_opens_in_the_page(browser: object, tmp_path: Path, orthan
     user, password = orthanc.auth
     env = {"IMOS_PACS__MAIN__URL": orthanc.dicomweb, "IMOS_PACS__MAIN__USERNAME": user,
            "IMOS_PACS__MAIN__PASSWORD": password}
-    http = free_port()
-    with imos_process(["serve", "--http-port", str(http), "--grpc-port", str(free_port())], env,
-                      tmp_path / "serve.log") as proc:
-        url = f"http://127.0.0.1:{http}"
-        wait_ready(url, proc, tmp_path / "serve.log", timeout_s=180)
+    with _serve(env, tmp_path) as url:
         page = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
         page.goto(f"{url}/ui")
         expect(page.get_by_label("PACS")).to_have_value("main")
