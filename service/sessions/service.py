@@ -287,7 +287,7 @@ class SessionService:
             "model": meta.model, "stream": meta.open, "annotated_frames": sorted(await self.records.annotations(sid)),
             "run": run.to_dict() if run else None, "frames_done": published, "state": state,
             "progress": (published / run.total) if run and run.total else None,
-            "settings": meta.settings,
+            "settings": meta.settings, "labels": meta.labels,
             "error": {"code": failure.code, "message": failure.message, "attempts": failure.attempts}
             if failure else None,
         }

@@ -193,6 +193,11 @@ def test_open_draw_propagate_scroll_correct_download(browser: object, bundled_se
         page.get_by_role("button", name="PNG zip", exact=True).click()
     dl.value.save_as(tmp_path / "masks.zip")
     assert len(zipfile.ZipFile(tmp_path / "masks.zip").namelist()) == n
+    again = browser.new_page(viewport={"width": 1400, "height": 900})  # type: ignore[attr-defined]
+    again.goto(f"{bundled_service}/ui#session={sid}")  # reopened later: masks and names come back
+    expect(again.locator("#status")).to_have_text(re.compile(f"^Opened {n} frames"), timeout=60000)
+    expect(again.get_by_label("Name of object 2")).to_have_value("Marker")
+    again.close()
     assert not errors, errors
     page.close()
 

@@ -55,6 +55,11 @@ def test_a_correction_recomputes_only_the_frames_it_owns(embedded_settings: Sett
             assert whole["span"] is None and whole["anchors"] == [0, k, j, 11]
             bad = await client.post(f"/v1/sessions/{sid}/propagate", json={"scope": "some"})
             assert bad.status_code == 422
+            named = await client.put(f"/v1/sessions/{sid}/labels", json={"1": "Liver", "2": "Cyst"})
+            assert named.json() == {"labels": {"1": "Liver", "2": "Cyst"}}
+            assert (await client.get(f"/v1/sessions/{sid}")).json()["labels"] == {"1": "Liver", "2": "Cyst"}
+            refused = await client.put(f"/v1/sessions/{sid}/labels", json={"x": "Liver"})
+            assert refused.status_code == 400 and "object numbers" in refused.json()["detail"]
 
     asyncio.run(scenario())
 

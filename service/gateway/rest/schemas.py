@@ -89,6 +89,7 @@ class SessionStatus(BaseModel):
     state: Literal["idle", "running", "done", "failed"]
     progress: float | None
     settings: dict[str, str]
+    labels: dict[str, str] = Field(default_factory=dict, description="object number -> name")
     error: RunErrorOut | None = None
 
 

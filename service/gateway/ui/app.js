@@ -60,8 +60,9 @@ async function openSession(sid) {
   $("frame").max = s.frames - 1;
   $("viewer").hidden = false;
   viewer.fit();
-  objects = [{ id: 1, name: "object 1" }];
-  viewer.active = 1;
+  const named = Object.entries(s.labels || {}).map(([id, name]) => ({ id: Number(id), name }));
+  objects = named.length ? named.sort((a, b) => a.id - b.id) : [{ id: 1, name: "object 1" }];
+  viewer.active = objects[0].id;
   await goTo(Math.floor(s.frames / 2));
   if (s.run) await loadAllResults(s.frames);
   renderObjects();
