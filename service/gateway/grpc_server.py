@@ -65,8 +65,13 @@ async def run_unary(rt: Runtime, route: str, context: grpc.aio.ServicerContext,
         await abort_with(context, exc)
         raise  # abort_with raises already
     finally:
-        rt.metrics.requests.labels("grpc", route, code.name).inc()
-        rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
+        observe(rt, route, code, started)
+
+
+def observe(rt: Runtime, route: str, code: grpc.StatusCode, started: float) -> None:
+    """Count one gRPC call and its latency."""
+    rt.metrics.requests.labels("grpc", route, code.name).inc()
+    rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
 
 
 class PropagationServicer:
@@ -78,10 +83,6 @@ class PropagationServicer:
         self.served = (runtime.model.name, runtime.model.version)
 
     # ------------------------------------------------------------------ plumbing
-
-    def _observe(self, route: str, code: grpc.StatusCode, started: float) -> None:
-        self.rt.metrics.requests.labels("grpc", route, code.name).inc()
-        self.rt.metrics.latency.labels("grpc", route).observe(time.perf_counter() - started)
 
     async def _unary(self, route: str, context: grpc.aio.ServicerContext,
                      work: Callable[[str], Awaitable[T]]) -> T:
@@ -101,7 +102,7 @@ class PropagationServicer:
             code = code_for(exc)
             await abort_with(context, exc)
         finally:
-            self._observe(route, code, started)
+            observe(self.rt, route, code, started)
 
     # ------------------------------------------------------------------ handlers
 

@@ -26,6 +26,7 @@ from service.errors import (
 )
 from service.io.images import encode_frame_png
 from service.io.medical.detect import load_annotation
+from service.io.medical.volume import Volume
 from service.io.outputs import Encoded, encode_results
 from service.sessions.codec import decode_labels, encode_labels, unpack_result
 from service.sessions.model import BACKWARD, BOTH, DIRECTIONS, Event, RunSpec, SessionMeta
@@ -174,17 +175,22 @@ class SessionService:
         """Any documented annotation upload (index PNG, .npy, NIfTI labelmap, DICOM SEG) for ``frame`` of this
         session -> labels [H, W]. A NIfTI or SEG is read against the geometry kept from the session's
         upload; one that marks another frame is refused."""
-        meta = await self.records.meta(sid, tenant)
-        blob = await self.records.source(sid)
-        volume = None
-        if blob is not None:
-            n = await self.records.num_frames(sid)
-            placeholders = [np.zeros((meta.height, meta.width), np.uint8)] * n  # geometry only
-            volume = unpack_source(blob, placeholders)
+        volume = await self.source_volume(sid, tenant)
         ann = await asyncio.to_thread(load_annotation, data, volume, filename)
         if ann.frame is not None and ann.frame != frame:
             raise InvalidMask(f"the annotation marks frame {ann.frame}, not frame {frame} of this request")
         return ann.mask
+
+    async def source_volume(self, sid: str, tenant: str, frames: list[np.ndarray] | None = None) -> Volume | None:
+        """The geometry kept from the session's DICOM, NIfTI or NRRD upload as a Volume holding ``frames``
+        (default: blank frames, for the geometry alone); None for other uploads."""
+        meta = await self.records.meta(sid, tenant)
+        blob = await self.records.source(sid)
+        if blob is None:
+            return None
+        if frames is None:
+            frames = [np.zeros((meta.height, meta.width), np.uint8)] * await self.records.num_frames(sid)
+        return unpack_source(blob, frames)
 
     async def annotate(self, sid: str, tenant: str, frame: int, mask: np.ndarray) -> tuple[int, ...]:
         """Store a mask for one frame; on a stream it starts or corrects propagation at once."""
@@ -377,11 +383,10 @@ class SessionService:
         labels = await self.all_labels(sid, tenant)
         volume = None
         if fmt in ("seg", "nifti", "nrrd"):
-            blob = await self.records.source(sid)
-            if blob is None:
+            volume = await self.source_volume(sid, tenant, labels)
+            if volume is None:
                 raise InvalidInput(f"{fmt} output needs a session created from a "
                                    f"{'DICOM series' if fmt == 'seg' else 'NIfTI or NRRD volume'}")
-            volume = unpack_source(blob, labels)
         meta = await self.records.meta(sid, tenant)
         names = {int(k): v for k, v in meta.labels.items() if str(k).isdigit()}
         return encode_results(fmt, labels, volume, names, self.model, seg_type)

@@ -10,7 +10,6 @@ answers with the whole label volume on the input's grid.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import gzip
 import hashlib
 import json
@@ -30,7 +29,7 @@ from service.io.medical.nifti import label_frames, labelmap_voxels, write_labelm
 from service.io.medical.nrrd import encode_label_nrrd
 from service.io.medical.volume import Volume
 from service.runtime import Runtime
-from service.sessions.source import pack_source, unpack_source
+from service.sessions.source import pack_source
 
 log = logging.getLogger("imos.monai_label")
 
@@ -125,10 +124,9 @@ class Backend:
 
     async def _apply(self, tenant: str, sid: str, data: bytes, names: dict[int, str]) -> list[int]:
         """Annotate the painted slices of a label volume; returns their frame indices."""
-        records = self.rt.records
-        meta = await records.meta(sid, tenant)
-        volume = await self._geometry(sid, meta.height, meta.width)
-        assert volume.nifti is not None
+        meta = await self.rt.records.meta(sid, tenant)
+        volume = await self._geometry(sid, tenant)
+        assert volume.nifti is not None  # _geometry refuses others
         limits = read_options(self.rt.settings).limits
         values = await asyncio.to_thread(load_label_values, data, limits)
         frames = await asyncio.to_thread(label_frames, values, volume.nifti)
@@ -137,7 +135,7 @@ class Backend:
         painted = painting.painted_slices(frames, names, known, current)
         painting.require_painting(painted, current is not None)
         if painted.names != known:
-            await self._rename(sid, tenant, painted.names)
+            await self.rt.sessions.set_labels(sid, tenant, {str(k): v for k, v in painted.names.items()})
         for t, mask in sorted(painted.masks.items()):
             await self.rt.sessions.annotate(sid, tenant, t, mask)
         if painted.masks:
@@ -166,25 +164,17 @@ class Backend:
     async def _answer(self, tenant: str, sid: str, extension: str) -> Answer:
         labels = await self.rt.sessions.all_labels(sid, tenant)
         meta = await self.rt.records.meta(sid, tenant)
-        volume = await self._geometry(sid, meta.height, meta.width, labels)
+        volume = await self._geometry(sid, tenant, labels)
         data = await asyncio.to_thread(_encode, volume, labels, extension)
         names = {v: int(k) for k, v in sorted(meta.labels.items(), key=lambda kv: int(kv[0]))}
         return Answer(f"imos_{uuid.uuid4().hex[:12]}{extension}", data,
                       {"label_names": names, "frames": len(labels), "model": meta.model})
 
-    async def _geometry(self, sid: str, height: int, width: int, frames: list[np.ndarray] | None = None) -> Volume:
-        blob = await self.rt.records.source(sid)
-        if blob is None:
+    async def _geometry(self, sid: str, tenant: str, frames: list[np.ndarray] | None = None) -> Volume:
+        volume = await self.rt.sessions.source_volume(sid, tenant, frames)
+        if volume is None or volume.nifti is None:
             raise InvalidInput("this session was not made from a NIfTI or NRRD volume")
-        if frames is None:
-            n = await self.rt.records.num_frames(sid)
-            frames = [np.zeros((height, width), np.uint8)] * n  # geometry only
-        return unpack_source(blob, frames)
-
-    async def _rename(self, sid: str, tenant: str, names: dict[int, str]) -> None:
-        async with self.rt.records.meta_lock(sid):
-            meta = await self.rt.records.meta(sid, tenant)
-            await self.rt.records.put_meta(dataclasses.replace(meta, labels={str(k): v for k, v in names.items()}))
+        return volume
 
     async def _summary(self, tenant: str, sid: str) -> dict[str, Any]:
         status = await self.rt.sessions.status(sid, tenant)

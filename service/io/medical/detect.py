@@ -66,6 +66,11 @@ def _gunzip_head(data: bytes, size: int = 600) -> bytes:
         return b""
 
 
+def _is_nifti(data: bytes) -> bool:
+    """NIfTI-1/2 bytes, plain or gzip (the magic read from the unpacked head)."""
+    return looks_like_nifti(data) or (data.startswith(GZIP_MAGIC) and looks_like_nifti(_gunzip_head(data)))
+
+
 def _zip_kind(data: bytes) -> VolumeFormat:
     """A zip holding DICOM files is "dicom"; one holding PNG/JPEG frames is "images"."""
     try:
@@ -90,7 +95,7 @@ def detect_format(data: bytes, filename: str | None = None) -> VolumeFormat:
         return _zip_kind(data)
     if looks_like_dicom(data):
         return "dicom"
-    if looks_like_nifti(data) or (data.startswith(GZIP_MAGIC) and looks_like_nifti(_gunzip_head(data))):
+    if _is_nifti(data):
         return "nifti"
     if looks_like_nrrd(data):
         return "nrrd"
@@ -139,7 +144,7 @@ def load_label_values(data: bytes, limits: ReadLimits = DEFAULT_LIMITS) -> np.nd
     """A label volume (NIfTI or NRRD) -> its voxel array [X, Y, Z] on the file's own grid."""
     if looks_like_nrrd(data):
         img = read_nrrd_image(data, limits, InvalidMask)
-    elif looks_like_nifti(data) or (data.startswith(GZIP_MAGIC) and looks_like_nifti(_gunzip_head(data))):
+    elif _is_nifti(data):
         img = load_image(data, limits, InvalidMask)
     else:
         raise InvalidMask("the label volume is neither NIfTI (.nii / .nii.gz) nor NRRD (.nrrd)")
@@ -170,7 +175,7 @@ def detect_annotation(data: bytes, filename: str | None = None) -> AnnotationFor
         raise InvalidMask("the mask upload is empty")
     if looks_like_dicom(data):
         return "seg"
-    if looks_like_nifti(data) or (data.startswith(GZIP_MAGIC) and looks_like_nifti(_gunzip_head(data))):
+    if _is_nifti(data):
         return "nifti"
     if data.startswith(_NPY):
         return "npy"
