@@ -40,14 +40,19 @@ def _start_session(c: httpx.Client, frames: list[np.ndarray], mask: np.ndarray) 
     return sid
 
 
-def _holder_pid(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) -> int:
+def _holder(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) -> bytes:
+    """The session's lease value (its worker's id and pid) once a worker holds it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         owner = r.get(f"{prefix}:s:{sid}:lease")
         if owner:
-            return int(owner.decode().split("-")[-2])
+            return owner if isinstance(owner, bytes) else owner.encode()
         time.sleep(0.01)
     raise AssertionError("no worker took the session")
+
+
+def _holder_pid(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) -> int:
+    return int(_holder(r, prefix, sid, timeout_s).decode().split("-")[-2])
 
 
 def _wait_attempt(r: redis.Redis, prefix: str, sid: str, count: int, timeout_s: float = 60) -> None:
@@ -161,12 +166,15 @@ def test_a_session_that_kills_every_worker_ends_as_failed(tiny_repo: Path, redis
             started = time.monotonic()
             for attempt in (1, 2, 3):
                 # a respawned worker imports torch and loads the model first: slow on a busy 2-core machine
-                pid = _holder_pid(r, redis_prefix, poison, timeout_s=150)
+                dead = _holder(r, redis_prefix, poison, timeout_s=150)
+                pid = int(dead.decode().split("-")[-2])
                 _wait_attempt(r, redis_prefix, poison, attempt)  # a crash comes after the attempt began
                 os.kill(pid, signal.SIGKILL)
                 next(w for w in workers if w.pid == pid).wait(10)
                 spawn()
-                while r.get(f"{redis_prefix}:s:{poison}:lease"):  # the lease of the dead worker lapses
+                # the dead worker's lease lapses; another worker may take the session between two looks,
+                # so wait for the dead one's lease to go, not for no lease at all
+                while r.get(f"{redis_prefix}:s:{poison}:lease") == dead:
                     time.sleep(0.05)
             healthy = _start_session(c, frames, masks[ANCHOR])
             with c.stream("GET", f"/v1/sessions/{poison}/events") as resp:
