@@ -51,8 +51,13 @@ def _holder(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) -> byt
     raise AssertionError("no worker took the session")
 
 
+def _pid(owner: bytes) -> int:
+    """The worker's pid in a lease value."""
+    return int(owner.decode().split("-")[-2])
+
+
 def _holder_pid(r: redis.Redis, prefix: str, sid: str, timeout_s: float = 10) -> int:
-    return int(_holder(r, prefix, sid, timeout_s).decode().split("-")[-2])
+    return _pid(_holder(r, prefix, sid, timeout_s))
 
 
 def _wait_attempt(r: redis.Redis, prefix: str, sid: str, count: int, timeout_s: float = 60) -> None:
@@ -167,7 +172,7 @@ def test_a_session_that_kills_every_worker_ends_as_failed(tiny_repo: Path, redis
             for attempt in (1, 2, 3):
                 # a respawned worker imports torch and loads the model first: slow on a busy 2-core machine
                 dead = _holder(r, redis_prefix, poison, timeout_s=150)
-                pid = int(dead.decode().split("-")[-2])
+                pid = _pid(dead)
                 _wait_attempt(r, redis_prefix, poison, attempt)  # a crash comes after the attempt began
                 os.kill(pid, signal.SIGKILL)
                 next(w for w in workers if w.pid == pid).wait(10)
